@@ -1,0 +1,213 @@
+"""Checkpoints: atomic writes off the training thread, safe loading, and finding the newest good one.
+
+A checkpoint is a plain dict (model, optimizer, scheduler, scaler, RNG states, progress, settings,
+config). It is written to a temporary file in the same folder, fsynced, renamed over its name and
+the folder fsynced, so a crash at any moment leaves either the old set or the new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+NAME_PATTERN = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
+TEMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message names the file and why."""
+
+
+def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_name(epoch: int, global_step: int) -> str:
+    return f"ckpt-e{epoch:04d}-s{global_step:09d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Committed checkpoints, oldest first (by global step, then epoch)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = NAME_PATTERN.match(path.name)
+        if match:
+            found.append(((int(match.group(2)), int(match.group(1))), path))
+    return [path for _, path in sorted(found)]
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Half-written files left by a crash; never a committed checkpoint."""
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.endswith(TEMP_SUFFIX):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def to_cpu_copy(value: Any) -> Any:
+    """A deep copy with every tensor copied to the CPU, so training can go on changing the
+    originals while the copy is serialised in the background."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: to_cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu_copy(item) for item in value)
+    return value
+
+
+def write_atomically(state: dict, path: Path) -> None:
+    """temp file -> flush -> fsync -> rename -> fsync folder. Raises OSError on a full disk."""
+    temp = path.with_name(path.name + TEMP_SUFFIX)
+    try:
+        with open(temp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict:
+    """Load with weights_only=True and nothing else: a file that would run code is refused."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(f"{path}: refused, it contains objects that would run code when "
+                                  f"loaded ({_unsafe_global(str(error))}); ctui only loads plain "
+                                  "tensors and values") from None
+        raise CheckpointError(f"{path}: unreadable or truncated ({first})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a ctui checkpoint of format {FORMAT_VERSION}")
+    return state
+
+
+def _unsafe_global(message: str) -> str:
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else "unsupported global"
+
+
+def load_newest_valid(folder: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, warning about each newer one that does not."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as error:
+            warn(f"skipping {error}; trying the previous checkpoint")
+    return None
+
+
+def describe_mismatch(saved: dict[str, torch.Tensor], model: dict[str, torch.Tensor]) -> str:
+    """'' when the model state fits the saved one, else what differs, for people."""
+    differences = []
+    for name in sorted(set(saved) | set(model)):
+        if name not in model:
+            differences.append(f"{name} is in the checkpoint but not in the model")
+        elif name not in saved:
+            differences.append(f"{name} is in the model but not in the checkpoint")
+        elif tuple(saved[name].shape) != tuple(model[name].shape):
+            differences.append(f"{name}: checkpoint {list(saved[name].shape)}, "
+                               f"model {list(model[name].shape)}")
+    if len(differences) > 3:
+        differences = differences[:3] + [f"and {len(differences) - 3} more"]
+    return "; ".join(differences)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    path: str
+    epoch: int
+    global_step: int
+    blocked_seconds: float  # the training loop's share: copying the state off the device
+    seconds: float = 0.0  # the writer's share: serialising, fsync, rename
+    error: str = ""
+
+
+class CheckpointWriter:
+    """Serialises and commits checkpoints on its own thread, at most one in flight.
+
+    `submit` waits for the previous save to finish (so saves never pile up), then returns
+    at once; `wait` blocks until everything submitted is on disk.
+    """
+
+    def __init__(self, folder: Path, keep: int, on_done: Callable[[SaveResult], None]) -> None:
+        self.folder = folder
+        self.keep = keep
+        self.on_done = on_done
+        self._thread: threading.Thread | None = None
+        # Test hook: a path to wait for before the write starts, to kill a process mid-save.
+        self._pause_file = os.environ.get("CTUI_TEST_PAUSE_SAVE_UNTIL")
+
+    def submit(self, state: dict, pending: SaveResult) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(state, pending),
+                                        name="ctui-checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _write(self, state: dict, pending: SaveResult) -> None:
+        start = time.perf_counter()
+        path = Path(pending.path)
+        error = ""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._test_pause(path)
+            write_atomically(state, path)
+            self._prune(keep_newest=path)
+        except OSError as failure:
+            error = failure.strerror or str(failure)
+        self.on_done(dataclasses.replace(pending, seconds=time.perf_counter() - start,
+                                         error=error))
+
+    def _prune(self, keep_newest: Path) -> None:
+        committed = [p for p in list_checkpoints(self.folder) if p != keep_newest]
+        for old in committed[: max(0, len(committed) - (self.keep - 1))]:
+            old.unlink(missing_ok=True)
+
+    def _test_pause(self, path: Path) -> None:
+        if not self._pause_file:
+            return
+        marker = Path(self._pause_file)
+        # Leave a half-written temporary behind, as a crash mid-write would.
+        temp = path.with_name(path.name + TEMP_SUFFIX)
+        temp.write_bytes(b"partial")
+        (marker.parent / (marker.name + ".waiting")).touch()
+        while not marker.exists():
+            time.sleep(0.01)
+        temp.unlink(missing_ok=True)

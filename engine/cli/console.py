@@ -1,0 +1,116 @@
+"""Headless output: one line per epoch, a progress bar in a terminal, plain lines in a pipe."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from ..events import (
+    CheckpointSaved,
+    EpochEnded,
+    Event,
+    Failed,
+    LogLine,
+    Settings,
+    StateChanged,
+    StepLogged,
+)
+
+
+def epoch_line(event: EpochEnded) -> str:
+    """The figures a user compares between runs, in one line."""
+    parts = [
+        f"epoch {event.epoch}/{event.epochs}",
+        f"train {event.train_seconds:.2f}s",
+        f"eval {event.eval_seconds:.2f}s",
+        f"{event.samples_per_second:,.0f} samples/s",
+        f"data wait {event.data_wait_fraction:.0%}",
+        f"train loss {event.train_loss:.4f}",
+        f"test loss {event.test_loss:.4f}",
+    ]
+    if event.test_accuracy is not None:
+        parts.append(f"acc {event.test_accuracy:.2%}")
+    parts.append(f"lr {event.lr:.4g}")
+    if event.peak_gpu_memory_mb is not None:
+        parts.append(f"peak GPU {event.peak_gpu_memory_mb:,.0f} MiB")
+    parts.append(f"bs {event.batch_size}{'*' if event.settings_changed else ''}")
+    parts.append(f"workers {event.num_workers}")
+    return "  ".join(parts)
+
+
+class ConsolePrinter:
+    """Shows events; called on the main thread only."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self._progress = None
+        self._bar = None
+        self._next_plain_tenth = 1
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, StepLogged):
+            self._step(event)
+        elif isinstance(event, EpochEnded):
+            self._end_bar()
+            self.note(epoch_line(event))
+        elif isinstance(event, Settings):
+            self.note(f"run {event.run_dir}: task {event.task} on {event.device} "
+                      f"({event.precision}), batch size {event.batch_size}, "
+                      f"{event.num_workers} workers, {event.epochs} epochs")
+        elif isinstance(event, LogLine):
+            prefix = "" if event.level == "info" else f"{event.level}: "
+            self.note(prefix + event.message)
+        elif isinstance(event, Failed):
+            self._end_bar()
+            self.note(f"error: {event.message}", stream=sys.stderr)
+        elif isinstance(event, CheckpointSaved):
+            pass  # quiet: one per epoch would drown the epoch lines
+        elif isinstance(event, StateChanged) and event.state in ("stopped", "finished"):
+            self._end_bar()
+            self.note(f"{event.state}: {event.reason}")
+
+    def _step(self, event: StepLogged) -> None:
+        if self.interactive:
+            self._update_bar(event)
+            return
+        # In a pipe or a log file: a plain line at each tenth of the epoch.
+        if event.step * 10 >= event.steps_in_epoch * self._next_plain_tenth:
+            self._next_plain_tenth = event.step * 10 // event.steps_in_epoch + 1
+            self.note(f"epoch {event.epoch} step {event.step}/{event.steps_in_epoch}  "
+                      f"loss {event.loss:.4f}  {event.samples_per_second:,.0f} samples/s  "
+                      f"data wait {event.data_wait_fraction:.0%}")
+        if event.step >= event.steps_in_epoch:
+            self._next_plain_tenth = 1
+
+    def _update_bar(self, event: StepLogged) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                transient=True, auto_refresh=True,
+            )
+            self._progress.start()
+            self._bar = self._progress.add_task("train", total=event.steps_in_epoch,
+                                                epoch=event.epoch, loss=event.loss)
+        self._progress.update(self._bar, completed=event.step, total=event.steps_in_epoch,
+                              epoch=event.epoch, loss=event.loss)
+
+    def _end_bar(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = self._bar = None
+        self._next_plain_tenth = 1
+
+    def note(self, text: str, stream: TextIO | None = None) -> None:
+        target = stream or self.stream
+        if self._progress is not None and target is self.stream:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=target, flush=True)
+
+    def close(self) -> None:
+        self._end_bar()

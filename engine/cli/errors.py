@@ -1,0 +1,29 @@
+"""Exit codes and the one-line usage error shared by every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+EXIT_OK = 0  # finished
+EXIT_FAILED = 1  # the run failed (data missing, an error in training)
+EXIT_USAGE = 2  # a bad flag or value: nothing was started
+EXIT_STOPPED = 3  # stopped early (signal, stop command, time limit) with a checkpoint to resume
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    print(f"ctui: error: {message}", file=sys.stderr)
+    raise SystemExit(code)

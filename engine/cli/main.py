@@ -1,0 +1,36 @@
+"""Parse `ctui train ...` (and later host commands) for the engine side of the CLI."""
+
+from __future__ import annotations
+
+from .errors import Parser
+from .options import add_run_flags
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ctui", description=(
+        "ctui: train PyTorch models on a rented GPU and watch them from the terminal. "
+        "Runs are checkpointed, so a dropped SSH link or a reclaimed instance loses minutes, "
+        "not hours."))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    train = commands.add_parser(
+        "train", help="start or resume a training run",
+        description="Start (or --resume) a training run. Exit codes: 0 finished, 1 failed, "
+        "2 bad usage, 3 stopped early with a checkpoint (continue with --resume).")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--headless", action="store_true",
+                      help="train in this process and print one line per epoch (no panel)")
+    mode.add_argument("--detach", action="store_true",
+                      help="start the run in a background host and return at once")
+    add_run_flags(train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from .train import run
+
+        return run(args)
+    parser.print_help()
+    return 0

@@ -1,0 +1,118 @@
+"""`ctui train`: start (or resume) a run. `--headless` trains in this process and prints."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, RunConfig, load_toml
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, fail
+from .options import typed_settings
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """defaults < --config file < the checkpoint's settings (on resume) < flags typed now."""
+    settings: dict[str, Any] = {}
+    if args.config:
+        settings.update(load_toml(args.config))
+    typed = typed_settings(args)
+    if args.resume:
+        settings.update(_settings_from_checkpoint(args, {**settings, **typed}))
+    settings.update(typed)
+    return RunConfig.from_dict(settings)
+
+
+def _settings_from_checkpoint(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps its own settings (including batch size and workers changed live)."""
+    from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint
+
+    if args.resume != "latest":
+        source = Path(args.resume)
+    else:
+        if "run_dir" not in known:
+            raise ConfigError("resume", "say which run to continue with --run-dir DIR "
+                              "(or give a checkpoint file: --resume PATH)")
+        candidates = list_checkpoints(checkpoint_dir(known["run_dir"]))
+        if not candidates:
+            return {}  # the engine says it starts fresh
+        source = candidates[-1]
+    try:
+        state = load_checkpoint(source)
+    except CheckpointError:
+        return {}  # the engine falls back to an older checkpoint, or reports the error
+    saved = dict(state.get("config", {}))
+    saved.update(state.get("settings", {}))
+    saved.pop("run_dir", None)
+    if args.resume != "latest" and "run_dir" not in known:
+        saved["run_dir"] = str(source.parent.parent)  # .../RUN/checkpoints/ckpt.pt -> RUN
+    return saved
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+    if args.headless:
+        return run_headless(config, args.resume)
+    if getattr(args, "detach", False):
+        fail("--detach needs the run host, which is not built yet; use --headless", EXIT_USAGE)
+    fail("the control panel is not built yet: run `ctui train --headless` to train in this "
+         "terminal", EXIT_USAGE)
+
+
+def run_headless(config: RunConfig, resume: str | None) -> int:
+    """Train in this process, one line per epoch; signals checkpoint and stop cleanly."""
+    from ..checkpoint import CheckpointError
+    from ..control import Engine
+    from ..events import Failed, State, StateChanged
+    from ..tasks import TaskError
+    from .console import ConsolePrinter
+
+    try:
+        engine = Engine(config, resume=resume)
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+    except TaskError as error:
+        fail(str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED)
+    except CheckpointError as error:
+        fail(f"cannot resume: {error}", EXIT_FAILED)
+
+    printer = ConsolePrinter(sys.stdout)
+    _stop_on_signals(engine, printer)
+    engine.start()
+    final = State.FAILED
+    for event in engine.events():
+        printer.show(event)
+        if isinstance(event, StateChanged) and event.state in State.ENDED:
+            final = event.state
+        if isinstance(event, Failed):
+            printer.note(event.detail, stream=sys.stderr) if os.environ.get("CTUI_DEBUG") else None
+    printer.close()
+    if final == State.STOPPED:
+        printer.note(f"stopped with a checkpoint; continue with: ctui train --headless --resume "
+                     f"--run-dir {engine.run_dir}")
+        return EXIT_STOPPED
+    return EXIT_OK if final == State.FINISHED else EXIT_FAILED
+
+
+def _stop_on_signals(engine, printer) -> None:
+    """SIGTERM, SIGINT, SIGHUP: checkpoint at the next step and exit. A second SIGINT quits at
+    once; the last committed checkpoint is intact either way."""
+    received: list[int] = []
+
+    def handle(signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if received and signum == signal.SIGINT:
+            printer.note(f"{name} again: quitting without waiting for the checkpoint")
+            os._exit(130)
+        received.append(signum)
+        printer.note(f"{name} received: saving a checkpoint at the next step, then stopping")
+        engine.stop(f"{name} received")
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handle)

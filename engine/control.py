@@ -1,0 +1,397 @@
+"""The engine: the training loop on its own thread, driven by commands, reporting events.
+
+    engine = Engine(RunConfig(task="digits", epochs=3))
+    engine.start()
+    for event in engine.events():
+        print(event)
+
+Commands go in through `send()` (thread-safe); events come out to sinks, callables that run on
+the engine thread and must be quick. Nothing mutable is shared: both are frozen value objects.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .checkpoint import (
+    CheckpointError,
+    CheckpointWriter,
+    SaveResult,
+    checkpoint_dir,
+    checkpoint_name,
+    load_checkpoint,
+    load_newest_valid,
+    remove_stale_temporaries,
+)
+from .config import RunConfig
+from .device import Placement, choose_placement
+from .events import (
+    CheckpointNow,
+    CheckpointSaved,
+    Command,
+    EpochEnded,
+    Event,
+    Failed,
+    LogLine,
+    Pause,
+    Resume,
+    SetBatchSize,
+    SetNumWorkers,
+    Settings,
+    Start,
+    State,
+    StateChanged,
+    Stop,
+)
+from .loop import StopTraining, Trainer
+from .runs import new_run_name, prepare_run_dir, write_config
+from .sinks import MetricsFile
+from .tasks import Task, load_task
+
+Sink = Callable[[Event], None]
+_END = object()
+
+
+class Engine:
+    """One run. Construction validates everything that can fail early (device, task, resume
+    checkpoint) and raises; `start()` then trains on a background thread."""
+
+    def __init__(self, config: RunConfig, *, resume: str | bool | None = None,
+                 sinks: list[Sink] | None = None) -> None:
+        self.config = config
+        self.placement: Placement = choose_placement(config.device, config.amp)
+        self.run_dir = prepare_run_dir(config.resolved_run_dir(new_run_name(config)))
+        self._ckpt_dir = checkpoint_dir(self.run_dir)
+        self._warnings: list[str] = []
+        for stale in remove_stale_temporaries(self._ckpt_dir):
+            self._warnings.append(f"removed {stale.name}, a checkpoint half-written by a crash")
+        self.resume_state, self.resume_path = self._find_resume(resume)
+        self.task: Task = load_task(config)
+        if self.resume_state is not None:
+            from .state import check_fits
+
+            check_fits(self.resume_state, self.task, str(self.resume_path))
+        self._sinks: list[Sink] = []
+        self._commands: queue.Queue[Command] = queue.Queue()
+        self._subscribers: list[queue.Queue] = []
+        self._lock = threading.Lock()  # guards _subscribers and _history
+        self._history: list[Event] = []
+        self._thread: threading.Thread | None = None
+        self._state = State.IDLE
+        self._saves: queue.Queue[SaveResult] = queue.Queue()
+        self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
+        self._last_save_time = time.monotonic()
+        self._steps_since_save = 0
+        self._longest_save = 0.0
+        self._started_at = 0.0
+        self.trainer: Trainer | None = None
+        self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
+        resume_step = self.resume_state["progress"]["global_step"] if self.resume_state else None
+        self.add_sink(MetricsFile(self.run_dir, resume_global_step=resume_step))
+        for sink in sinks or []:
+            self.add_sink(sink)
+        write_config(self.run_dir, config, {"task_name": self.task.name,
+                                            "device": str(self.placement.device),
+                                            "precision": self.placement.precision})
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def add_sink(self, sink: Sink) -> None:
+        if self._thread is not None:
+            raise RuntimeError("add sinks before start()")
+        self._sinks.append(sink)
+
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ctui-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def send(self, command: Command) -> None:
+        """Thread-safe; applied at the next step boundary."""
+        if isinstance(command, Start):
+            self.start()
+        else:
+            self._commands.put(command)
+
+    def pause(self) -> None:
+        self.send(Pause())
+
+    def resume(self) -> None:
+        self.send(Resume())
+
+    def stop(self, reason: str = "stop requested") -> None:
+        self.send(Stop(reason))
+
+    def checkpoint(self) -> None:
+        self.send(CheckpointNow())
+
+    def set_batch_size(self, batch_size: int) -> None:
+        self.send(SetBatchSize(batch_size))
+
+    def set_num_workers(self, num_workers: int) -> None:
+        self.send(SetNumWorkers(num_workers))
+
+    def events(self, history: bool = True) -> Iterator[Event]:
+        """Every event (the ones so far first, when history is true) until the run ends."""
+        subscriber: queue.Queue = queue.Queue()
+        with self._lock:
+            past = list(self._history) if history else []
+            ended = self._state in State.ENDED and self._thread is not None \
+                and not self._thread.is_alive()
+            if not ended:
+                self._subscribers.append(subscriber)
+        yield from past
+        if ended:
+            return
+        while True:
+            item = subscriber.get()
+            if item is _END:
+                return
+            yield item
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run ends (or the timeout passes); returns the state."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._state
+
+    @property
+    def history(self) -> list[Event]:
+        with self._lock:
+            return list(self._history)
+
+    # ------------------------------------------------------------ engine thread
+
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self._state = event.state
+        with self._lock:
+            self._history.append(event)
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.put(event)
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception as error:  # a broken sink must never stop training
+                self._sinks.remove(sink)
+                self._emit(LogLine(level="warning", message=f"{_sink_name(sink)} failed and is "
+                                   f"switched off: {type(error).__name__}: {error}"))
+
+    def _log(self, message: str, level: str = "info") -> None:
+        self._emit(LogLine(level=level, message=message))
+
+    def _run(self) -> None:
+        self._started_at = time.monotonic()
+        try:
+            self._emit(StateChanged(state=State.RUNNING, reason="started"))
+            for warning in self._warnings:
+                self._log(warning, "warning")
+            self.trainer = trainer = Trainer(self.config, self.task, self.placement, self._emit,
+                                             boundary=self._boundary,
+                                             after_epoch=self._after_epoch)
+            if self.resume_state is not None:
+                from .state import restore
+
+                restore(trainer, self.resume_state)
+                progress = trainer.progress
+                self._log(f"resumed from {self.resume_path} at epoch {progress.epoch}, "
+                          f"sample {progress.position} of the epoch")
+                self.resume_state = None  # free the memory
+            self._emit_settings()
+            if self.config.time_limit:
+                finish = time.strftime("%H:%M", time.localtime(time.time()
+                                                               + self.config.time_limit))
+                self._log(f"time limit {self.config.time_limit:.0f}s: will checkpoint and stop "
+                          f"by {finish} if not finished")
+            try:
+                trainer.fit()
+                self._save_checkpoint(trainer)
+                final = StateChanged(state=State.FINISHED, reason="all epochs done")
+            except StopTraining as stop:
+                self._emit(StateChanged(state=State.STOPPING, reason=stop.reason))
+                self._save_checkpoint(trainer)
+                final = StateChanged(state=State.STOPPED, reason=stop.reason)
+            self._writer.wait()
+            self._drain_saves()
+            self._emit(final)
+        except Exception as error:
+            self._writer.wait()
+            self._drain_saves()
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            self._emit(Failed(message=f"{type(error).__name__}: {message}",
+                              detail=traceback.format_exc()))
+            self._emit(StateChanged(state=State.FAILED, reason=message))
+        finally:
+            self._close_sinks()
+
+    def _close_sinks(self) -> None:
+        for sink in self._sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+        with self._lock:
+            subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            subscriber.put(_END)
+
+    def _emit_settings(self) -> None:
+        trainer = self.trainer
+        self._emit(Settings(batch_size=trainer.batch_size, num_workers=trainer.num_workers,
+                            lr=trainer.lr, device=str(self.placement.device),
+                            precision=self.placement.precision, epochs=self.config.epochs,
+                            steps_per_epoch=trainer.steps_per_epoch, task=self.task.name,
+                            run_dir=str(self.run_dir)))
+
+    def _boundary(self) -> float:
+        """Between two steps: apply commands, save when due. Returns seconds spent paused."""
+        self._steps_since_save += 1
+        self._drain_saves()
+        paused = 0.0
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            paused += self._apply(command)
+        self._check_time_limit()
+        if self._checkpoint_due():
+            self._save_checkpoint(self.trainer)
+        return paused
+
+    def _apply(self, command: Command) -> float:
+        trainer = self.trainer
+        if isinstance(command, Stop):
+            raise StopTraining(command.reason)
+        if isinstance(command, CheckpointNow):
+            self._save_checkpoint(trainer)
+        elif isinstance(command, Pause):
+            return self._pause("paused by request")
+        elif isinstance(command, SetBatchSize):
+            self._change(command.batch_size, 1, len(self.task.train_dataset), "batch_size",
+                         trainer.set_batch_size)
+        elif isinstance(command, SetNumWorkers):
+            from .config import max_num_workers
+
+            self._change(command.num_workers, 0, max_num_workers(), "num_workers",
+                         trainer.set_num_workers)
+        return 0.0
+
+    def _change(self, value: object, low: int, high: int, name: str, apply) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self._log(f"{name}={value!r} refused: use a whole number from {low} to {high}",
+                      "warning")
+            return
+        apply(value)
+        self._log(f"{name} is now {value} (from the next step)")
+        self._emit_settings()
+
+    def _pause(self, reason: str) -> float:
+        """Hold the loop until resume or stop; other commands still apply while paused."""
+        start = time.monotonic()
+        self._emit(StateChanged(state=State.PAUSED, reason=reason))
+        while True:
+            command = self._commands.get()
+            if isinstance(command, Resume):
+                break
+            if isinstance(command, Pause):
+                continue
+            self._apply(command)
+        self._emit(StateChanged(state=State.RUNNING, reason="resumed"))
+        return time.monotonic() - start
+
+    def _after_epoch(self, event: EpochEnded) -> None:
+        if event.epoch < self.config.epochs:  # the final save happens when fit() returns
+            self._save_checkpoint(self.trainer)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _checkpoint_due(self) -> bool:
+        every_steps = self.config.checkpoint_every_steps
+        every_minutes = self.config.checkpoint_every_minutes
+        if every_steps and self._steps_since_save >= every_steps:
+            return True
+        return bool(every_minutes) and time.monotonic() - self._last_save_time >= every_minutes * 60
+
+    def _save_checkpoint(self, trainer: Trainer) -> None:
+        """Block only to copy the state to the CPU; the writer thread does the rest."""
+        from .state import capture
+
+        start = time.perf_counter()
+        state = capture(trainer, self._logger_state())
+        progress = trainer.progress
+        path = self._ckpt_dir / checkpoint_name(progress.epoch, progress.global_step)
+        self._writer.submit(state, SaveResult(str(path), progress.epoch, progress.global_step,
+                                              blocked_seconds=time.perf_counter() - start))
+        self._last_save_time = time.monotonic()
+        self._steps_since_save = 0
+
+    def _logger_state(self) -> dict:
+        state = {}
+        for sink in self._sinks:
+            get = getattr(sink, "checkpoint_state", None)
+            if get is not None:
+                state.update(get())
+        return state
+
+    def _drain_saves(self) -> None:
+        while True:
+            try:
+                result = self._saves.get_nowait()
+            except queue.Empty:
+                return
+            self._longest_save = max(self._longest_save, result.seconds)
+            if result.error:
+                self._log(f"checkpoint {result.path} failed: {result.error}; the previous "
+                          "checkpoint is intact. Free space, then resume", "error")
+                self._last_save_time = 0.0  # retry at the first boundary after resuming
+                if self._state == State.RUNNING:  # stopping or ended: nothing left to pause
+                    self._pause("checkpoint failed")
+                continue
+            self.last_checkpoint = result.path
+            self._emit(CheckpointSaved(path=result.path, epoch=result.epoch,
+                                       step=result.global_step,
+                                       blocked_seconds=result.blocked_seconds))
+
+    def _check_time_limit(self) -> None:
+        limit = self.config.time_limit
+        if not limit:
+            return
+        reserve = max(30.0, 3 * self._longest_save)  # room to write the final checkpoint
+        if time.monotonic() - self._started_at >= limit - reserve:
+            raise StopTraining(f"time limit of {limit:.0f}s reached")
+
+    # ------------------------------------------------------------ resume
+
+    def _find_resume(self, resume: str | bool | None) -> tuple[dict | None, Path | None]:
+        if not resume:
+            return None, None
+        if resume is True or resume == "latest":
+            found = load_newest_valid(self._ckpt_dir, self._warnings.append)
+            if found is None:
+                self._warnings.append(f"no checkpoint in {self._ckpt_dir}: starting fresh")
+                return None, None
+            path, state = found
+            return state, path
+        path = Path(resume)
+        return load_checkpoint(path), path
+
+
+def _sink_name(sink: object) -> str:
+    return getattr(sink, "name", type(sink).__name__)
+
+
+__all__ = ["Engine", "CheckpointError"]

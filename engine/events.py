@@ -1,0 +1,204 @@
+"""The engine's vocabulary: commands in, events out.
+
+Both are frozen dataclasses of plain values (numbers, strings, None) so they can cross a thread,
+a process or a socket unchanged: `to_dict()` / `from_dict()` give the JSON form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# ---------------------------------------------------------------- states
+
+
+class State:
+    """Run states as plain strings, so they travel as they are."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    ENDED = frozenset({FINISHED, STOPPED, FAILED, INTERRUPTED})
+
+
+# ---------------------------------------------------------------- commands
+
+COMMANDS: dict[str, type[Command]] = {}
+EVENTS: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, **dataclasses.asdict(self)}
+
+
+def _from_dict(registry: dict[str, type], data: dict[str, Any]) -> Any:
+    kind = data.get("type")
+    cls = registry.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown message type {kind!r}; known: {', '.join(sorted(registry))}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Command(Message):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        COMMANDS[cls.kind] = cls
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Command:
+        return _from_dict(COMMANDS, data)
+
+
+@dataclass(frozen=True)
+class Start(Command):
+    kind: ClassVar[str] = "start"
+
+
+@dataclass(frozen=True)
+class Pause(Command):
+    kind: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume(Command):
+    kind: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class Stop(Command):
+    """Checkpoint, then stop at the next step boundary."""
+
+    kind: ClassVar[str] = "stop"
+    reason: str = "stop requested"
+
+
+@dataclass(frozen=True)
+class SetBatchSize(Command):
+    kind: ClassVar[str] = "set_batch_size"
+    batch_size: int = 0
+
+
+@dataclass(frozen=True)
+class SetNumWorkers(Command):
+    kind: ClassVar[str] = "set_num_workers"
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class CheckpointNow(Command):
+    kind: ClassVar[str] = "checkpoint"
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event(Message):
+    time: float = field(default_factory=time.time, kw_only=True)
+    rank: int = field(default=0, kw_only=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        EVENTS[cls.kind] = cls
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Event:
+        return _from_dict(EVENTS, data)
+
+
+@dataclass(frozen=True)
+class StateChanged(Event):
+    kind: ClassVar[str] = "state"
+    state: str = State.IDLE
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Settings(Event):
+    """The settings in force now: sent at start and after every accepted change."""
+
+    kind: ClassVar[str] = "settings"
+    batch_size: int = 0
+    num_workers: int = 0
+    lr: float = 0.0
+    device: str = ""
+    precision: str = ""
+    epochs: int = 0
+    steps_per_epoch: int = 0
+    task: str = ""
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class StepLogged(Event):
+    """Every log_interval steps: figures averaged over the steps since the last one."""
+
+    kind: ClassVar[str] = "step"
+    epoch: int = 0
+    step: int = 0  # 1-based step inside the epoch
+    steps_in_epoch: int = 0
+    global_step: int = 0
+    samples_seen: int = 0  # of this epoch
+    loss: float = 0.0
+    samples_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class EpochEnded(Event):
+    kind: ClassVar[str] = "epoch"
+    epoch: int = 0
+    epochs: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    samples_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    train_loss: float = 0.0
+    test_loss: float = 0.0
+    test_accuracy: float | None = None
+    lr: float = 0.0
+    peak_gpu_memory_mb: float | None = None
+    batch_size: int = 0
+    num_workers: int = 0
+    settings_changed: bool = False  # batch size or workers changed during this epoch
+    global_step: int = 0
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    kind: ClassVar[str] = "log"
+    level: str = "info"  # info | warning | error
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint"
+    path: str = ""
+    epoch: int = 0
+    step: int = 0
+    blocked_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """The run stopped on an error; message is one line, for people."""
+
+    kind: ClassVar[str] = "error"
+    message: str = ""
+    detail: str = ""

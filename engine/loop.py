@@ -1,0 +1,336 @@
+"""The training loop: device placement, honest timing, evaluation, and its own state for resume.
+
+Runs on the engine thread only. Between steps it calls `boundary()`, where the engine applies
+commands (pause, stop, new batch size...) so every change lands on a step boundary; it returns
+the seconds it held the loop (paused), which epoch timing leaves out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .config import RunConfig
+from .device import Placement
+from .events import EpochEnded, Event, StepLogged
+from .sampling import ResumableSampler
+from .tasks import Task
+
+Emit = Callable[[Event], None]
+
+
+class StopTraining(Exception):
+    """Raised at a step boundary to leave the loop; the state is consistent for a checkpoint."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Progress:
+    """Where the run is: what a checkpoint must record to continue at the exact next step."""
+
+    epoch: int = 1  # the epoch being trained (1-based)
+    position: int = 0  # samples of this epoch already trained
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)  # one EpochEnded dict per finished epoch
+
+
+@dataclass
+class EpochMeter:
+    """Timing and loss of the current epoch; tensors stay on the device until read."""
+
+    data_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    samples: int = 0
+    steps: int = 0
+    loss_sum: float = 0.0
+    settings_changed: bool = False
+    train_seconds: float = 0.0  # wall time, less time spent paused
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, task: Task, placement: Placement, emit: Emit,
+                 boundary: Callable[[], float] = lambda: 0.0,
+                 after_epoch: Callable[[EpochEnded], None] = lambda event: None) -> None:
+        self.config = config
+        self.task = task
+        self.placement = placement
+        self.device = placement.device
+        self.emit = emit
+        self.boundary = boundary
+        self.after_epoch = after_epoch
+        self.batch_size = config.batch_size
+        self.num_workers = config.num_workers
+        self.base_lr = config.lr
+        self.base_batch_size = config.batch_size
+        self.progress = Progress()
+
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        self.model = task.model.to(self.device)
+        self.loss_fn = task.loss or F.cross_entropy
+        params = self.model.parameters()
+        self.optimizer = (task.optimizer(params) if task.optimizer
+                          else torch.optim.Adadelta(params, lr=config.lr))
+        self.scheduler = (task.scheduler(self.optimizer) if task.scheduler
+                          else torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1,
+                                                               gamma=config.gamma))
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=placement.needs_grad_scaler)
+        self.sampler = ResumableSampler(len(task.train_dataset), config.seed)
+        # A private generator keeps DataLoader worker seeding off the global RNG, whose state
+        # must depend only on the training steps for a resumed run to match an uninterrupted one.
+        self.loader_generator = torch.Generator().manual_seed(config.seed)
+        self._train_loader: DataLoader | None = None
+        self._test_loader: DataLoader | None = None
+        self._loader_stale = False
+        self._meter: EpochMeter | None = None
+
+    # ------------------------------------------------------------ loaders
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.sampler.samples_per_epoch / self.batch_size)
+
+    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+            num_workers=workers, pin_memory=self.placement.is_cuda,
+            persistent_workers=workers > 0, generator=self.loader_generator,
+        )
+
+    def train_loader(self) -> DataLoader:
+        if self._train_loader is None:
+            self._train_loader = self._loader(self.task.train_dataset, self.batch_size,
+                                              self.sampler)
+        return self._train_loader
+
+    def test_loader(self) -> DataLoader:
+        if self._test_loader is None:
+            self._test_loader = self._loader(self.task.test_dataset, self.config.test_batch_size)
+        return self._test_loader
+
+    def close_loaders(self) -> None:
+        """Drop the loaders so their worker processes exit now, not at garbage collection."""
+        for loader in (self._train_loader, self._test_loader):
+            iterator = getattr(loader, "_iterator", None) if loader is not None else None
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+        self._train_loader = self._test_loader = None
+
+    # ------------------------------------------------------------ live settings
+
+    def set_batch_size(self, batch_size: int) -> None:
+        if batch_size == self.batch_size:
+            return
+        if self.config.scale_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * batch_size / self.batch_size
+        self.batch_size = batch_size
+        self._settings_changed()
+
+    def set_num_workers(self, num_workers: int) -> None:
+        if num_workers == self.num_workers:
+            return
+        self.num_workers = num_workers
+        self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        self.close_loaders()
+        self._loader_stale = True
+        if self._meter is not None:
+            self._meter.settings_changed = True
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------ training
+
+    def fit(self) -> None:
+        """Train from the current progress to the last epoch. StopTraining leaves it early."""
+        try:
+            while self.progress.epoch <= self.config.epochs:
+                self._train_epoch()
+                self._finish_epoch()
+        finally:
+            self.close_loaders()
+
+    def _autocast(self):
+        if self.placement.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.placement.amp_dtype)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=self.placement.is_cuda)
+
+    def _train_epoch(self) -> None:
+        progress, meter = self.progress, EpochMeter()
+        self._meter = meter
+        self.model.train()
+        if self.placement.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        cuda_spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        interval = _Interval()
+        paused_seconds = 0.0
+        epoch_start = time.perf_counter()
+        while progress.position < self.sampler.samples_per_epoch:
+            self._loader_stale = False
+            self.sampler.set_epoch(progress.epoch, progress.position)
+            batches = iter(self.train_loader())
+            while not self._loader_stale:
+                fetch_start = time.perf_counter()
+                try:
+                    data, target = next(batches)
+                except StopIteration:
+                    break
+                step_start = time.perf_counter()
+                meter.data_seconds += step_start - fetch_start
+                interval.data_seconds += step_start - fetch_start
+                if self.placement.is_cuda:
+                    start_event = torch.cuda.Event(enable_timing=True)
+                    start_event.record()
+                loss = self._step(self._to_device(data), self._to_device(target))
+                if self.placement.is_cuda:
+                    end_event = torch.cuda.Event(enable_timing=True)
+                    end_event.record()
+                    cuda_spans.append((start_event, end_event))
+                else:
+                    spent = time.perf_counter() - step_start
+                    meter.compute_seconds += spent
+                    interval.compute_seconds += spent
+                count = len(target)
+                progress.position += count
+                progress.global_step += 1
+                meter.samples += count
+                meter.steps += 1
+                interval.add(loss.detach(), count)
+                if meter.steps % self.config.log_interval == 0 or \
+                        progress.position >= self.sampler.samples_per_epoch:
+                    # Reading GPU timings and the loss synchronises: only at the log interval.
+                    gpu = _collect(cuda_spans)
+                    meter.compute_seconds += gpu
+                    interval.compute_seconds += gpu
+                    meter.loss_sum += interval.loss_total()
+                    self._log_step(meter, interval)
+                    interval = _Interval()
+                paused_seconds += self.boundary()
+        if self.placement.is_cuda:
+            torch.cuda.synchronize(self.device)
+        meter.compute_seconds += _collect(cuda_spans)
+        meter.loss_sum += interval.loss_total()
+        meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds
+
+    def _step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self.model(data)
+            loss = self.loss_fn(output, target)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def _log_step(self, meter: EpochMeter, interval: _Interval) -> None:
+        spent = interval.data_seconds + interval.compute_seconds
+        self.emit(StepLogged(
+            epoch=self.progress.epoch, step=meter.steps,
+            steps_in_epoch=meter.steps + math.ceil(
+                (self.sampler.samples_per_epoch - self.progress.position) / self.batch_size),
+            global_step=self.progress.global_step, samples_seen=self.progress.position,
+            loss=interval.loss_mean(), samples_per_second=interval.samples / spent if spent else 0,
+            data_wait_fraction=interval.data_seconds / spent if spent else 0.0, lr=self.lr,
+        ))
+
+    def _finish_epoch(self) -> None:
+        meter = self._meter
+        eval_start = time.perf_counter()
+        test_loss, test_accuracy = self.evaluate()
+        eval_seconds = time.perf_counter() - eval_start
+        step_seconds = meter.data_seconds + meter.compute_seconds
+        event = EpochEnded(
+            epoch=self.progress.epoch, epochs=self.config.epochs,
+            train_seconds=meter.train_seconds, eval_seconds=eval_seconds,
+            samples_per_second=meter.samples / meter.train_seconds if meter.train_seconds else 0.0,
+            data_wait_fraction=meter.data_seconds / step_seconds if step_seconds else 0.0,
+            train_loss=meter.loss_sum / meter.samples if meter.samples else 0.0,
+            test_loss=test_loss, test_accuracy=test_accuracy, lr=self.lr,
+            peak_gpu_memory_mb=(torch.cuda.max_memory_allocated(self.device) / 2**20
+                                if self.placement.is_cuda else None),
+            batch_size=self.batch_size, num_workers=self.num_workers,
+            settings_changed=meter.settings_changed, global_step=self.progress.global_step,
+        )
+        self.scheduler.step()
+        self.progress.history.append(event.to_dict())
+        self.progress.epoch += 1
+        self.progress.position = 0
+        self._meter = None
+        self.emit(event)
+        self.after_epoch(event)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float | None]:
+        """Mean test loss and accuracy (None when outputs are not class scores)."""
+        self.model.eval()
+        loss_total = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        count, classifies = 0, True
+        for data, target in self.test_loader():
+            data, target = self._to_device(data), self._to_device(target)
+            with self._autocast():
+                output = self.model(data)
+                loss = self.loss_fn(output, target)
+            loss_total += loss.double() * len(target)
+            classifies = classifies and output.dim() == 2 and not target.is_floating_point()
+            if classifies:
+                correct += (output.argmax(dim=1) == target).sum()
+            count += len(target)
+        self.model.train()
+        accuracy = correct.item() / count if classifies and count else None
+        return loss_total.item() / max(count, 1), accuracy
+
+
+class _Interval:
+    """Loss and timing since the last logged step."""
+
+    def __init__(self) -> None:
+        self.data_seconds = 0.0
+        self.compute_seconds = 0.0
+        self.samples = 0
+        self._loss: torch.Tensor | float | None = None
+
+    def add(self, loss: torch.Tensor, count: int) -> None:
+        weighted = loss.float() * count
+        self._loss = weighted if self._loss is None else self._loss + weighted
+        self.samples += count
+
+    def loss_total(self) -> float:
+        if isinstance(self._loss, torch.Tensor):
+            self._loss = float(self._loss.item())  # one device sync, then cached
+        return self._loss or 0.0
+
+    def loss_mean(self) -> float:
+        return self.loss_total() / self.samples if self.samples else 0.0
+
+
+def _collect(spans: list) -> float:
+    """Seconds of GPU time in recorded (start, end) event pairs; empties the list."""
+    if not spans:
+        return 0.0
+    spans[-1][1].synchronize()
+    seconds = sum(start.elapsed_time(end) for start, end in spans) / 1000.0
+    spans.clear()
+    return seconds

@@ -1,0 +1,80 @@
+"""Find the task a config names: built-in, FILE.py:FUNCTION, or package.module:FUNCTION."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from ..config import RunConfig
+from .base import Task, TaskError
+from .builtin import BUILTIN
+
+
+def load_task(config: RunConfig) -> Task:
+    if config.task in BUILTIN:
+        return BUILTIN[config.task](config)
+    build = _user_builder(config.task)
+    try:
+        task = build(config)
+    except TaskError:
+        raise
+    except Exception as error:
+        raise TaskError(f"--task {config.task}: build(config) raised "
+                        f"{type(error).__name__}: {error}") from error
+    _check(task, config.task)
+    if task.name == "custom":
+        task.name = config.task
+    return task
+
+
+def _user_builder(spec: str):
+    target, _, function = spec.rpartition(":")
+    if not target or not function:
+        raise TaskError(f"--task {spec}: use FILE.py:FUNCTION or package.module:FUNCTION")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        module = _module_from_file(Path(target), spec)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise TaskError(f"--task {spec}: cannot import module {target!r} ({error})") from None
+    build = getattr(module, function, None)
+    if not callable(build):
+        raise TaskError(f"--task {spec}: {target} has no function {function!r}")
+    return build
+
+
+def _module_from_file(path: Path, spec: str):
+    if not path.is_file():
+        raise TaskError(f"--task {spec}: file {path} does not exist")
+    name = f"ctui_user_task_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered so pickling for DataLoader workers (spawn) can find the module's classes.
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        sys.modules.pop(name, None)
+        raise TaskError(f"--task {spec}: loading {path} raised "
+                        f"{type(error).__name__}: {error}") from error
+    return module
+
+
+def _check(task: object, spec: str) -> None:
+    if not isinstance(task, Task):
+        raise TaskError(f"--task {spec}: build(config) must return ctui.engine.Task, "
+                        f"not {type(task).__name__}")
+    if not isinstance(task.model, nn.Module):
+        raise TaskError(f"--task {spec}: Task.model must be a torch.nn.Module")
+    for name in ("train_dataset", "test_dataset"):
+        dataset = getattr(task, name)
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TaskError(f"--task {spec}: Task.{name} must be a map-style dataset "
+                            "(with __getitem__ and __len__)")
+        if len(dataset) == 0:
+            raise TaskError(f"--task {spec}: Task.{name} is empty")
