@@ -37,6 +37,7 @@ from .events import (
     EpochEnded,
     Event,
     Failed,
+    LoggersInfo,
     LogLine,
     Pause,
     Resume,
@@ -93,6 +94,16 @@ class Engine:
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
         resume_step = self.resume_state["progress"]["global_step"] if self.resume_state else None
         self.add_sink(MetricsFile(self.run_dir, resume_global_step=resume_step))
+        self.loggers_info = LoggersInfo()
+        if config.tensorboard or config.wandb:
+            from .sinks.loggers import open_loggers
+
+            saved = self.resume_state.get("loggers", {}) if self.resume_state else {}
+            loggers, self.loggers_info, notes = open_loggers(config, self.run_dir, saved,
+                                                             self.task.name)
+            self._warnings.extend(notes)
+            for logger in loggers:
+                self.add_sink(logger)
         for sink in sinks or []:
             self.add_sink(sink)
         write_config(self.run_dir, config, {"task_name": self.task.name,
@@ -209,6 +220,7 @@ class Engine:
                           f"sample {progress.position} of the epoch")
                 self.resume_state = None  # free the memory
             self._emit_settings()
+            self._emit(self.loggers_info)
             if self.config.time_limit:
                 finish = time.strftime("%H:%M", time.localtime(time.time()
                                                                + self.config.time_limit))

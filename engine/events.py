@@ -196,6 +196,17 @@ class CheckpointSaved(Event):
 
 
 @dataclass(frozen=True)
+class LoggersInfo(Event):
+    """Which experiment loggers are on and where to look at them."""
+
+    kind: ClassVar[str] = "loggers"
+    tensorboard_dir: str = ""  # "" when TensorBoard is off
+    wandb_mode: str = ""  # "", "online" or "offline"
+    wandb_url: str = ""
+    wandb_sync_command: str = ""  # offline runs: how to upload later
+
+
+@dataclass(frozen=True)
 class Failed(Event):
     """The run stopped on an error; message is one line, for people."""
 
