@@ -82,6 +82,9 @@ class Engine:
         self._subscribers: list[queue.Queue] = []
         self._lock = threading.Lock()  # guards _subscribers and _history
         self._history: list[Event] = []
+        if self.resume_state is not None:  # earlier epochs, so a client sees the whole run
+            self._history.extend(EpochEnded(**{k: v for k, v in record.items() if k != "type"})
+                                 for record in self.resume_state.get("history", []))
         self._thread: threading.Thread | None = None
         self._state = State.IDLE
         self._saves: queue.Queue[SaveResult] = queue.Queue()

@@ -103,6 +103,15 @@ class CheckpointNow(Command):
     kind: ClassVar[str] = "checkpoint"
 
 
+@dataclass(frozen=True)
+class Tune(Command):
+    """Time short trials of num_workers and batch size inside the live run, then put the model,
+    optimizer and sample order back as they were. Answered by a TuneReport."""
+
+    kind: ClassVar[str] = "tune"
+    budget_seconds: float = 60.0
+
+
 # ---------------------------------------------------------------- events
 
 
@@ -193,6 +202,29 @@ class CheckpointSaved(Event):
     epoch: int = 0
     step: int = 0
     blocked_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Advice(Event):
+    """The bottleneck advisor's current verdict, one plain line."""
+
+    kind: ClassVar[str] = "advice"
+    verdict: str = ""  # "input-bound", "compute-bound", "gpu-underused" or "" (not enough data)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TuneReport(Event):
+    """Autotune results: one row per trial, (batch_size, num_workers, samples_per_second, note)."""
+
+    kind: ClassVar[str] = "tune"
+    rows: tuple[tuple[int, int, float, str], ...] = ()
+    best_batch_size: int = 0
+    best_num_workers: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:  # rows arrive as lists from JSON: keep them immutable
+        object.__setattr__(self, "rows", tuple(tuple(row) for row in self.rows))
 
 
 @dataclass(frozen=True)
