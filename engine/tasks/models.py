@@ -31,15 +31,16 @@ class Net(nn.Module):
 class SmallConvNet(nn.Module):
     """A small CIFAR-10 network: two conv blocks and two linear layers (log-probabilities)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
         super().__init__()
+        # Adaptive pooling to 8x8 (CIFAR's 32x32 after two halvings) fits any image size.
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(8),
         )
-        side = image_size // 4
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * side * side, 256), nn.ReLU(), nn.Dropout(0.5),
+            nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(256, num_classes),
         )
 

@@ -1,0 +1,28 @@
+"""Helpers for tests: run the real ctui command; build tiny runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_ctui(*args: str, timeout: float = 300, env: dict | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real `ctui` command in a child process, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "ctui.tui.main", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=cwd or REPO)
+
+
+def tiny(**overrides):
+    """A digits run small enough for unit tests: few steps, one big eval batch, no loggers."""
+    from ctui.engine import RunConfig
+
+    settings = dict(task="digits", epochs=1, batch_size=128, test_batch_size=2000,
+                    log_interval=4, tensorboard=False, checkpoint_every_minutes=0)
+    settings.update(overrides)
+    return RunConfig(**settings)
