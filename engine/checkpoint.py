@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes off the training thread, safe loading, and finding the newest good one.
+"""Checkpoints: atomic writes off the training thread, safe loading, finding the newest good one.
 
 A checkpoint is a plain dict (model, optimizer, scheduler, scaler, RNG states, progress, settings,
 config). It is written to a temporary file in the same folder, fsynced, renamed over its name and
@@ -119,14 +119,33 @@ def _unsafe_global(message: str) -> str:
     return match.group(1) if match else "unsupported global"
 
 
-def load_newest_valid(folder: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, warning about each newer one that does not."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """A loaded checkpoint to continue from, and what was noticed finding it."""
+
+    path: Path | None  # None: nothing to resume, start fresh
+    state: dict | None
+    notes: tuple[str, ...] = ()
+
+
+def find_resume_point(resume: str | os.PathLike[str], run_dir: str | os.PathLike[str]
+                      ) -> ResumePoint:
+    """resume == "latest": the newest checkpoint of run_dir that loads. Newer ones that do not
+    are renamed *.corrupt (kept for inspection, out of the way of the next save).
+    Otherwise resume is a checkpoint file, which must load."""
+    if str(resume) != "latest":
+        return ResumePoint(Path(resume), load_checkpoint(resume))
+    folder = checkpoint_dir(run_dir)
+    notes = []
     for path in reversed(list_checkpoints(folder)):
         try:
-            return path, load_checkpoint(path)
+            return ResumePoint(path, load_checkpoint(path), tuple(notes))
         except CheckpointError as error:
-            warn(f"skipping {error}; trying the previous checkpoint")
-    return None
+            aside = path.with_name(path.name + ".corrupt")
+            path.rename(aside)
+            notes.append(f"{error}; moved aside as {aside.name}, using the previous checkpoint")
+    notes.append(f"no usable checkpoint in {folder}: starting fresh")
+    return ResumePoint(None, None, tuple(notes))
 
 
 def describe_mismatch(saved: dict[str, torch.Tensor], model: dict[str, torch.Tensor]) -> str:

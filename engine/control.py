@@ -21,11 +21,11 @@ from pathlib import Path
 from .checkpoint import (
     CheckpointError,
     CheckpointWriter,
+    ResumePoint,
     SaveResult,
     checkpoint_dir,
     checkpoint_name,
-    load_checkpoint,
-    load_newest_valid,
+    find_resume_point,
     remove_stale_temporaries,
 )
 from .config import RunConfig
@@ -49,7 +49,7 @@ from .events import (
     StateChanged,
     Stop,
 )
-from .loop import StopTraining, Trainer
+from .loop import StopTraining, Trainer, seed_everything
 from .runs import new_run_name, prepare_run_dir, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
@@ -60,9 +60,12 @@ _END = object()
 
 class Engine:
     """One run. Construction validates everything that can fail early (device, task, resume
-    checkpoint) and raises; `start()` then trains on a background thread."""
+    checkpoint) and raises; `start()` then trains on a background thread.
 
-    def __init__(self, config: RunConfig, *, resume: str | bool | None = None,
+    resume: "latest" or True (the newest valid checkpoint in the run folder), a checkpoint
+    path, or a ResumePoint already loaded."""
+
+    def __init__(self, config: RunConfig, *, resume: str | bool | ResumePoint | None = None,
                  sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.placement: Placement = choose_placement(config.device, config.amp)
@@ -72,6 +75,7 @@ class Engine:
         for stale in remove_stale_temporaries(self._ckpt_dir):
             self._warnings.append(f"removed {stale.name}, a checkpoint half-written by a crash")
         self.resume_state, self.resume_path = self._find_resume(resume)
+        seed_everything(config.seed)
         self.task: Task = load_task(config)
         if self.resume_state is not None:
             from .state import check_fits
@@ -391,18 +395,14 @@ class Engine:
 
     # ------------------------------------------------------------ resume
 
-    def _find_resume(self, resume: str | bool | None) -> tuple[dict | None, Path | None]:
+    def _find_resume(self, resume: str | bool | ResumePoint | None
+                     ) -> tuple[dict | None, Path | None]:
         if not resume:
             return None, None
-        if resume is True or resume == "latest":
-            found = load_newest_valid(self._ckpt_dir, self._warnings.append)
-            if found is None:
-                self._warnings.append(f"no checkpoint in {self._ckpt_dir}: starting fresh")
-                return None, None
-            path, state = found
-            return state, path
-        path = Path(resume)
-        return load_checkpoint(path), path
+        if not isinstance(resume, ResumePoint):
+            resume = find_resume_point("latest" if resume is True else resume, self.run_dir)
+        self._warnings.extend(resume.notes)
+        return resume.state, resume.path
 
 
 def _sink_name(sink: object) -> str:

@@ -59,6 +59,14 @@ class EpochMeter:
     train_seconds: float = 0.0  # wall time, less time spent paused
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) before the model is built, so a run's
+    initial weights and dropout masks depend only on the seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class Trainer:
     def __init__(self, config: RunConfig, task: Task, placement: Placement, emit: Emit,
                  boundary: Callable[[], float] = lambda: 0.0,
@@ -76,9 +84,6 @@ class Trainer:
         self.base_batch_size = config.batch_size
         self.progress = Progress()
 
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
         self.model = task.model.to(self.device)
         self.loss_fn = task.loss or F.cross_entropy
         params = self.model.parameters()

@@ -1,4 +1,5 @@
-"""Run folders: where a run keeps its settings, metrics, checkpoints and logs. Private to the user."""
+"""Run folders: where a run keeps its settings, metrics, checkpoints and logs."""
+
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def write_config(run_dir: Path, config: RunConfig, extra: dict) -> None:
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict]:
-    """Every record of a run's metrics.jsonl (epochs and logged steps), skipping a torn last line."""
+    """Every record of a run's metrics.jsonl (epochs and logged steps), skipping torn lines."""
     path = Path(run_dir) / METRICS_FILE
     records = []
     if path.exists():

@@ -84,8 +84,13 @@ class ConsolePrinter:
             self._next_plain_tenth = 1
 
     def _update_bar(self, event: StepLogged) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         if self._progress is None:
             self._progress = Progress(

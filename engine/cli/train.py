@@ -6,66 +6,67 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, RunConfig, load_toml
+
+if TYPE_CHECKING:
+    from ..checkpoint import ResumePoint
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, fail
 from .options import typed_settings
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | None]:
     """defaults < --config file < the checkpoint's settings (on resume) < flags typed now."""
     settings: dict[str, Any] = {}
     if args.config:
         settings.update(load_toml(args.config))
     typed = typed_settings(args)
+    point = None
     if args.resume:
-        settings.update(_settings_from_checkpoint(args, {**settings, **typed}))
+        point = _resume_point(args.resume, {**settings, **typed})
+        if point.state is not None:
+            settings.update(_saved_settings(point))
     settings.update(typed)
-    return RunConfig.from_dict(settings)
+    return RunConfig.from_dict(settings), point
 
 
-def _settings_from_checkpoint(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps its own settings (including batch size and workers changed live)."""
-    from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint
+def _resume_point(resume: str, known: dict[str, Any]) -> ResumePoint:
+    from ..checkpoint import find_resume_point
 
-    if args.resume != "latest":
-        source = Path(args.resume)
-    else:
-        if "run_dir" not in known:
-            raise ConfigError("resume", "say which run to continue with --run-dir DIR "
-                              "(or give a checkpoint file: --resume PATH)")
-        candidates = list_checkpoints(checkpoint_dir(known["run_dir"]))
-        if not candidates:
-            return {}  # the engine says it starts fresh
-        source = candidates[-1]
-    try:
-        state = load_checkpoint(source)
-    except CheckpointError:
-        return {}  # the engine falls back to an older checkpoint, or reports the error
-    saved = dict(state.get("config", {}))
-    saved.update(state.get("settings", {}))
-    saved.pop("run_dir", None)
-    if args.resume != "latest" and "run_dir" not in known:
-        saved["run_dir"] = str(source.parent.parent)  # .../RUN/checkpoints/ckpt.pt -> RUN
+    if resume == "latest" and "run_dir" not in known:
+        raise ConfigError("resume", "say which run to continue with --run-dir DIR "
+                          "(or give a checkpoint file: --resume PATH)")
+    return find_resume_point(resume, known.get("run_dir", "."))
+
+
+def _saved_settings(point: ResumePoint) -> dict[str, Any]:
+    """A resumed run keeps its own settings, including batch size and workers changed live,
+    and its own run folder."""
+    saved = dict(point.state.get("config", {}))
+    saved.update(point.state.get("settings", {}))
+    saved["run_dir"] = str(point.path.parent.parent)  # RUN/checkpoints/ckpt-....pt -> RUN
     return saved
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import CheckpointError
+
     try:
-        config = build_config(args)
+        config, resume = build_config(args)
     except ConfigError as error:
         fail(str(error), EXIT_USAGE)
+    except CheckpointError as error:
+        fail(f"cannot resume: {error}", EXIT_FAILED)
     if args.headless:
-        return run_headless(config, args.resume)
+        return run_headless(config, resume)
     if getattr(args, "detach", False):
         fail("--detach needs the run host, which is not built yet; use --headless", EXIT_USAGE)
     fail("the control panel is not built yet: run `ctui train --headless` to train in this "
          "terminal", EXIT_USAGE)
 
 
-def run_headless(config: RunConfig, resume: str | None) -> int:
+def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     """Train in this process, one line per epoch; signals checkpoint and stop cleanly."""
     from ..checkpoint import CheckpointError
     from ..control import Engine
