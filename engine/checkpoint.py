@@ -87,6 +87,16 @@ def write_atomically(state: dict, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _reason(failure: BaseException) -> str:
+    """The OS's words for why a write failed ("No space left on device"), if it gave any."""
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -186,8 +196,11 @@ class CheckpointWriter:
         self.keep = keep
         self.on_done = on_done
         self._thread: threading.Thread | None = None
-        # Test hook: a path to wait for before the write starts, to kill a process mid-save.
+        # Test hook: at the Nth save, wait for a file to appear before writing, with a
+        # half-written temporary in place, so a test can kill the process mid-save.
         self._pause_file = os.environ.get("CTUI_TEST_PAUSE_SAVE_UNTIL")
+        self._pause_at = int(os.environ.get("CTUI_TEST_PAUSE_SAVE_AT", "1"))
+        self._saves = 0
 
     def submit(self, state: dict, pending: SaveResult) -> None:
         self.wait()
@@ -209,8 +222,8 @@ class CheckpointWriter:
             self._test_pause(path)
             write_atomically(state, path)
             self._prune(keep_newest=path)
-        except OSError as failure:
-            error = failure.strerror or str(failure)
+        except Exception as failure:  # torch wraps a full disk's OSError in a RuntimeError
+            error = _reason(failure)
         self.on_done(dataclasses.replace(pending, seconds=time.perf_counter() - start,
                                          error=error))
 
@@ -220,7 +233,8 @@ class CheckpointWriter:
             old.unlink(missing_ok=True)
 
     def _test_pause(self, path: Path) -> None:
-        if not self._pause_file:
+        self._saves += 1
+        if not self._pause_file or self._saves != self._pause_at:
             return
         marker = Path(self._pause_file)
         # Leave a half-written temporary behind, as a crash mid-write would.

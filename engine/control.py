@@ -95,11 +95,16 @@ class Engine:
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
         self._last_save_time = time.monotonic()
         self._steps_since_save = 0
+        self._retry_save = False
         self._longest_save = 0.0
         self._started_at = 0.0
+        self._epochs_timed = 0
+        self._retry_save = False
         self.trainer: Trainer | None = None
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
-        resume_step = self.resume_state["progress"]["global_step"] if self.resume_state else None
+        # Records past the checkpoint will be trained again: MetricsFile drops them.
+        resume_step = (self.resume_state["progress"]["global_step"] if self.resume_state
+                       else 0 if resume else None)
         self.add_sink(MetricsFile(self.run_dir, resume_global_step=resume_step))
         self.loggers_info = LoggersInfo()
         if config.tensorboard or config.wandb:
@@ -229,8 +234,7 @@ class Engine:
             self._emit_settings()
             self._emit(self.loggers_info)
             if self.config.time_limit:
-                finish = time.strftime("%H:%M", time.localtime(time.time()
-                                                               + self.config.time_limit))
+                finish = _clock(time.time() + self.config.time_limit)
                 self._log(f"time limit {self.config.time_limit:.0f}s: will checkpoint and stop "
                           f"by {finish} if not finished")
             try:
@@ -335,10 +339,29 @@ class Engine:
     def _after_epoch(self, event: EpochEnded) -> None:
         if event.epoch < self.config.epochs:  # the final save happens when fit() returns
             self._save_checkpoint(self.trainer)
+            self._report_finish(event)
+
+    def _report_finish(self, event: EpochEnded) -> None:
+        """Expected finish from this run's epoch pace; a time limit that comes first says so."""
+        self._epochs_timed += 1
+        elapsed = time.monotonic() - self._started_at
+        per_epoch = elapsed / self._epochs_timed
+        left = self.config.epochs - event.epoch
+        finish = time.time() + left * per_epoch
+        message = (f"expected to finish at {_clock(finish)} ({left} epochs left at "
+                   f"~{per_epoch:.0f}s each)")
+        if self.config.time_limit:
+            deadline = time.time() + self.config.time_limit - elapsed
+            if finish > deadline:
+                message += (f"; the time limit stops it first, at {_clock(deadline)}, with a "
+                            "checkpoint to --resume from")
+        self._log(message)
 
     # ------------------------------------------------------------ checkpoints
 
     def _checkpoint_due(self) -> bool:
+        if self._retry_save:
+            return True
         every_steps = self.config.checkpoint_every_steps
         every_minutes = self.config.checkpoint_every_minutes
         if every_steps and self._steps_since_save >= every_steps:
@@ -357,6 +380,7 @@ class Engine:
                                               blocked_seconds=time.perf_counter() - start))
         self._last_save_time = time.monotonic()
         self._steps_since_save = 0
+        self._retry_save = False
 
     def _logger_state(self) -> dict:
         state = {}
@@ -376,7 +400,7 @@ class Engine:
             if result.error:
                 self._log(f"checkpoint {result.path} failed: {result.error}; the previous "
                           "checkpoint is intact. Free space, then resume", "error")
-                self._last_save_time = 0.0  # retry at the first boundary after resuming
+                self._retry_save = True  # at the first boundary after resuming
                 if self._state == State.RUNNING:  # stopping or ended: nothing left to pause
                     self._pause("checkpoint failed")
                 continue
@@ -403,6 +427,10 @@ class Engine:
             resume = find_resume_point("latest" if resume is True else resume, self.run_dir)
         self._warnings.extend(resume.notes)
         return resume.state, resume.path
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%a %H:%M", time.localtime(timestamp))
 
 
 def _sink_name(sink: object) -> str:

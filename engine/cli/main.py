@@ -1,9 +1,11 @@
-"""Parse `ctui train ...` (and later host commands) for the engine side of the CLI."""
+"""Parse `ctui train ...` and the run host commands (ls, stop, pause, resume, checkpoint, set,
+logs) for the engine side of the CLI."""
 
 from __future__ import annotations
 
 from .errors import Parser
 from .options import add_run_flags
+from .runs_cmds import add_commands, run_command
 
 
 def build_parser() -> Parser:
@@ -22,6 +24,7 @@ def build_parser() -> Parser:
     mode.add_argument("--detach", action="store_true",
                       help="start the run in a background host and return at once")
     add_run_flags(train)
+    add_commands(commands)
     return parser
 
 
@@ -32,5 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from .train import run
 
         return run(args)
+    if getattr(args, "handler", None) is not None:
+        return run_command(args)
     parser.print_help()
     return 0

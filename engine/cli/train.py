@@ -27,6 +27,8 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | Non
         point = _resume_point(args.resume, {**settings, **typed})
         if point.state is not None:
             settings.update(_saved_settings(point))
+        else:  # killed before its first checkpoint: start over with the run's own settings
+            settings.update(_recorded_settings(typed.get("run_dir", settings.get("run_dir"))))
     settings.update(typed)
     return RunConfig.from_dict(settings), point
 
@@ -49,6 +51,19 @@ def _saved_settings(point: ResumePoint) -> dict[str, Any]:
     return saved
 
 
+def _recorded_settings(run_dir: str | None) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    from ..runs import CONFIG_FILE
+
+    path = Path(run_dir or ".") / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointError
 
@@ -61,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.headless:
         return run_headless(config, resume)
     if getattr(args, "detach", False):
-        fail("--detach needs the run host, which is not built yet; use --headless", EXIT_USAGE)
+        from .runs_cmds import run_detached
+
+        return run_detached(config, resume)
     fail("the control panel is not built yet: run `ctui train --headless` to train in this "
          "terminal", EXIT_USAGE)
 
@@ -91,12 +108,15 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
         printer.show(event)
         if isinstance(event, StateChanged) and event.state in State.ENDED:
             final = event.state
+        if isinstance(event, StateChanged) and event.state == State.PAUSED:
+            printer.note(f"paused ({event.reason}): `kill -USR1 {os.getpid()}` continues, "
+                         "Ctrl-C saves and stops")
         if isinstance(event, Failed):
             printer.note(event.detail, stream=sys.stderr) if os.environ.get("CTUI_DEBUG") else None
     printer.close()
     if final == State.STOPPED:
-        printer.note(f"stopped with a checkpoint; continue with: ctui train --headless --resume "
-                     f"--run-dir {engine.run_dir}")
+        printer.note(f"stopped; the last checkpoint is {engine.last_checkpoint}; continue with: "
+                     f"ctui train --headless --resume --run-dir {engine.run_dir}")
         return EXIT_STOPPED
     return EXIT_OK if final == State.FINISHED else EXIT_FAILED
 
@@ -117,3 +137,5 @@ def _stop_on_signals(engine, printer) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handle)
+    # Headless runs have no panel: SIGUSR1 resumes a run paused by a failed checkpoint.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: engine.resume())

@@ -1,0 +1,414 @@
+"""Shell control of runs served by a run host: ls, stop, pause, resume, checkpoint, set, logs,
+and the `--detach` start of `ctui train`. Scriptable: one line per answer, errors one line on
+stderr, exit 2 for usage. Nothing here imports torch or Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import RunConfig, default_runs_dir, max_num_workers
+from ..events import (
+    CheckpointNow,
+    CheckpointSaved,
+    Command,
+    EpochEnded,
+    Event,
+    LogLine,
+    Pause,
+    Resume,
+    SetBatchSize,
+    SetNumWorkers,
+    Settings,
+    State,
+    StateChanged,
+    Stop,
+)
+from ..host import HostError, RunClient, RunInfo, find_live_run, list_runs, resolve_run
+from ..host.protocol import END_FILE
+from ..host.registry import read_json, run_status
+from ..runs import METRICS_FILE
+from .console import epoch_line
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
+
+if TYPE_CHECKING:
+    from ..checkpoint import ResumePoint
+
+# What `ctui set` may change in a live run: name -> (command, smallest value).
+SETTABLE: dict[str, tuple[Callable[[int], Command], int]] = {
+    "batch_size": (SetBatchSize, 1),
+    "num_workers": (SetNumWorkers, 0),
+}
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ls, stop, pause, resume, checkpoint, set and logs on the `ctui` parser."""
+    ls = commands.add_parser("ls", help="list runs: live, finished, stopped or interrupted",
+                             description="List the runs in the runs folder with their state, "
+                             "epoch and last checkpoint.")
+    _runs_dir_flag(ls)
+    ls.set_defaults(handler=cmd_ls)
+
+    for name, text in (("stop", "save a checkpoint and stop a live run"),
+                       ("pause", "pause a live run at the next step"),
+                       ("resume", "continue a paused run"),
+                       ("checkpoint", "save a checkpoint of a live run now")):
+        parser = commands.add_parser(name, help=text, description=text[0].upper() + text[1:]
+                                     + ". RUN defaults to the only live run.")
+        _run_argument(parser)
+        parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                            help="seconds to wait for the run to answer (default: 120 for stop, "
+                            "30 otherwise)")
+        if name == "stop":
+            parser.add_argument("--no-wait", action="store_true",
+                                help="return once the request is sent")
+        parser.set_defaults(handler=ACTIONS[name])
+
+    settings = commands.add_parser(
+        "set", help="change batch_size or num_workers of a live run",
+        description="Change settings of a live run from its next step, e.g. "
+        "`ctui set batch_size=128 num_workers=8`. RUN defaults to the only live run.")
+    settings.add_argument("items", nargs="+", metavar="[RUN] KEY=VALUE",
+                          help="the run (optional), then batch_size=N and/or num_workers=N")
+    _runs_dir_flag(settings)
+    settings.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                          help="seconds to wait for the run to confirm (default: 30)")
+    settings.set_defaults(handler=cmd_set)
+
+    logs = commands.add_parser("logs", help="print a run's per-epoch lines (-f: follow)",
+                               description="Print a run's per-epoch lines. RUN defaults to the "
+                               "only live run, else the newest run.")
+    _run_argument(logs)
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new epochs until the run ends")
+    logs.set_defaults(handler=cmd_logs)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a subcommand registered here; host errors become one line with their exit code."""
+    try:
+        return args.handler(args)
+    except HostError as error:
+        fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------- ctui train --detach
+
+
+def run_detached(config: RunConfig, resume: ResumePoint | None) -> int:
+    """`ctui train --detach`: start the run in a host, say how to watch it, return at once.
+    The host loads the checkpoint again itself: it is handed the file build_config found."""
+    from ..host import start_host
+
+    where = None
+    if resume is not None:
+        for note in resume.notes:
+            print(note)
+        where = str(resume.path) if resume.path is not None else "latest"
+    try:
+        run_dir = start_host(config, resume=where)
+    except HostError as error:
+        fail(str(error), error.exit_code)
+    ref = _ref_for(run_dir, config.runs_dir)
+    _, pid = run_status(run_dir)
+    print(f"{'resumed' if where else 'started'} run {run_dir.name} in the background "
+          f"(host pid {pid}): {run_dir}")
+    print(f"  watch it:   ctui logs {ref} -f    or    ctui attach {ref}")
+    print(f"  control it: ctui pause|resume|checkpoint|stop {ref}    "
+          f"ctui set {ref} batch_size=N num_workers=N")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- ls
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        print(f"no runs in {args.runs_dir}; start one with `ctui train --detach`")
+        return EXIT_OK
+    rows = [("RUN", "STATUS", "EPOCH", "LAST CHECKPOINT", "SAVED", "PID")]
+    rows += [(info.name, info.status, f"{info.epoch}/{info.epochs or '?'}",
+              info.last_checkpoint.name if info.last_checkpoint else "-",
+              _ago(info.checkpoint_age), str(info.pid or "-")) for info in runs]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- stop, pause, resume, checkpoint
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    info = _live_run(args)
+    with RunClient.connect(info.run_dir) as client:
+        client.history()
+        client.send(Stop(reason="stop requested with `ctui stop`"))
+        if args.no_wait:
+            print(f"stop requested: {info.name} saves a checkpoint at its next step, then stops")
+            return EXIT_OK
+        print(f"stopping {info.name}: saving a checkpoint at the next step...", flush=True)
+        end = client.wait_for(_ended, _timeout(args, 120.0))
+    if end is None:
+        return _no_answer(info, "stop", "it stops at its next step")
+    print(f"{end.state}: {end.reason}")
+    if end.state == State.STOPPED:
+        print(f"continue with: ctui train --detach --resume --run-dir {info.run_dir}")
+    return EXIT_OK if end.state in (State.STOPPED, State.FINISHED) else EXIT_FAILED
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _change_state(args, Pause(), State.PAUSED, "paused", "ctui resume")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _change_state(args, Resume(), State.RUNNING, "running", "ctui pause")
+
+
+def _change_state(args: argparse.Namespace, command: Command, target: str, word: str,
+                  undo: str) -> int:
+    info = _live_run(args)
+    with RunClient.connect(info.run_dir) as client:
+        state = _current_state(client.history())
+        if state == target:
+            print(f"{info.name} is already {word}")
+            return EXIT_OK
+        client.send(command)
+        answer = client.wait_for(
+            lambda e: isinstance(e, StateChanged) and (e.state == target or e.state in State.ENDED),
+            _timeout(args, 30.0))
+    if answer is None:
+        return _no_answer(info, command.kind, "it applies commands between steps")
+    if answer.state != target:
+        print(f"{info.name} ended meanwhile: {answer.state} ({answer.reason})")
+        return EXIT_FAILED
+    print(f"{info.name} is {word}; undo with: {undo} {_ref(args, info)}")
+    return EXIT_OK
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    info = _live_run(args)
+    with RunClient.connect(info.run_dir) as client:
+        client.history()
+        client.send(CheckpointNow())
+        answer = client.wait_for(
+            lambda e: isinstance(e, CheckpointSaved) or _ended(e) or (
+                isinstance(e, LogLine) and e.level == "error" and "checkpoint" in e.message),
+            _timeout(args, 30.0))
+    if answer is None:
+        return _no_answer(info, "checkpoint", "it saves at its next step")
+    if isinstance(answer, CheckpointSaved):
+        print(f"saved {answer.path} (epoch {answer.epoch}, step {answer.step})")
+        return EXIT_OK
+    fail(getattr(answer, "message", None) or f"{info.name} ended before saving: {answer.state}",
+         EXIT_FAILED)
+
+
+ACTIONS = {"stop": cmd_stop, "pause": cmd_pause, "resume": cmd_resume,
+           "checkpoint": cmd_checkpoint}
+
+
+# ---------------------------------------------------------------- set
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    run, changes = parse_set_items(args.items)
+    args.run = run
+    info = _live_run(args)
+    refused = False
+    with RunClient.connect(info.run_dir) as client:
+        client.history()
+        for key, value in changes:
+            make, _ = SETTABLE[key]
+            client.send(make(value))
+            answer = client.wait_for(lambda e, key=key, value=value: _answers(e, key, value),
+                                     args.timeout)
+            if answer is None:
+                print(f"sent {key}={value}; {info.name} applies it at its next step")
+            elif isinstance(answer, LogLine) and answer.level != "info":
+                print(f"ctui: error: {answer.message}", file=sys.stderr)
+                refused = True
+            elif isinstance(answer, LogLine):
+                print(answer.message)
+            else:
+                print(f"{key} is now {getattr(answer, key)}")
+    return EXIT_USAGE if refused else EXIT_OK
+
+
+def parse_set_items(items: list[str]) -> tuple[str | None, list[tuple[str, int]]]:
+    """[RUN] KEY=VALUE... -> (run, [(key, value)]), checked against what a run accepts."""
+    run = None
+    if items and "=" not in items[0]:
+        run, items = items[0], items[1:]
+    if not items:
+        fail("say what to change, e.g. `ctui set batch_size=128 num_workers=8`", EXIT_USAGE)
+    changes = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            fail(f"{item!r} is not KEY=VALUE; e.g. batch_size=128", EXIT_USAGE)
+        if key not in SETTABLE:
+            fail(f"{key!r} cannot be changed in a live run; use "
+                 + " or ".join(f"{name}=N" for name in SETTABLE), EXIT_USAGE)
+        low = SETTABLE[key][1]
+        high = max_num_workers() if key == "num_workers" else None
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            allowed = f"a whole number from {low} to {high}" if high is not None \
+                else f"a whole number >= {low}"
+            fail(f"{key}={text!r} is not allowed; use {allowed}", EXIT_USAGE)
+        changes.append((key, value))
+    return run, changes
+
+
+def _answers(event: Event, key: str, value: int) -> bool:
+    """The engine's answer to `set key=value`: a log line about it (accepted or refused), or
+    settings showing the new value."""
+    if isinstance(event, LogLine):
+        return key in event.message or key.replace("_", " ") in event.message
+    return isinstance(event, Settings) and getattr(event, key, None) == value
+
+
+# ---------------------------------------------------------------- logs
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    run_dir = _logs_run(args)
+    follower = _MetricsFollower(run_dir / METRICS_FILE)
+    last_printed = 0
+
+    def show_new() -> None:
+        nonlocal last_printed
+        for record in follower.read():
+            if record.get("type") == "epoch" and int(record.get("epoch", 0)) > last_printed:
+                print(epoch_line(EpochEnded.from_dict(record)), flush=True)
+                last_printed = int(record["epoch"])
+
+    show_new()
+    if not args.follow:
+        return EXIT_OK
+    hosted = bool(run_status(run_dir)[0])
+    while True:
+        live = run_status(run_dir)[0] == "live"
+        show_new()
+        if hosted and not live:  # a run without a host (headless) is followed until Ctrl-C
+            break
+        time.sleep(0.5)
+    end = read_json(run_dir / END_FILE)
+    if end.get("state"):
+        print(f"{end['state']}: {end.get('reason', '')}".rstrip(": "))
+    else:
+        print(f"{run_dir.name}: the host went away without recording an end (interrupted)")
+    return EXIT_OK
+
+
+def _logs_run(args: argparse.Namespace) -> Path:
+    if args.run:
+        return resolve_run(args.runs_dir, args.run)
+    runs = list_runs(args.runs_dir)
+    if not any(info.status == "live" for info in runs) and runs:
+        return runs[-1].run_dir  # the newest
+    return find_live_run(args.runs_dir).run_dir
+
+
+class _MetricsFollower:
+    """New whole records of metrics.jsonl since the last read; survives the file being
+    rewritten when a run resumes (a new file: read it again from the start)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._position = 0
+        self._identity: tuple[int, int] | None = None
+        self._partial = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return []
+        identity = (stat.st_dev, stat.st_ino)
+        if identity != self._identity or stat.st_size < self._position:
+            self._identity, self._position, self._partial = identity, 0, b""
+        with open(self.path, "rb") as handle:
+            handle.seek(self._position)
+            data = self._partial + handle.read()
+            self._position = handle.tell()
+        *lines, self._partial = data.split(b"\n")
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _runs_dir_flag(parser: Parser) -> None:
+    parser.add_argument("--runs-dir", default=default_runs_dir(), metavar="DIR",
+                        help="folder holding the runs (default: $CTUI_RUNS, else ./runs)")
+
+
+def _run_argument(parser: Parser) -> None:
+    parser.add_argument("run", nargs="?", metavar="RUN",
+                        help="the run's name in the runs folder, or its folder")
+    _runs_dir_flag(parser)
+
+
+def _live_run(args: argparse.Namespace) -> RunInfo:
+    return find_live_run(args.runs_dir, args.run)
+
+
+def _ref(args: argparse.Namespace, info: RunInfo) -> str:
+    return _ref_for(info.run_dir, args.runs_dir)
+
+
+def _ref_for(run_dir: Path, runs_dir: str) -> str:
+    """How to name the run in a command: its name when the default runs folder holds it."""
+    default = Path(default_runs_dir()).resolve()
+    if Path(runs_dir).resolve() == default and run_dir.parent.resolve() == default:
+        return run_dir.name
+    return str(run_dir)
+
+
+def _current_state(history: list[Event]) -> str:
+    states = [event.state for event in history if isinstance(event, StateChanged)]
+    return states[-1] if states else State.IDLE
+
+
+def _ended(event: Event) -> bool:
+    return isinstance(event, StateChanged) and event.state in State.ENDED
+
+
+def _timeout(args: argparse.Namespace, default: float) -> float:
+    return args.timeout if args.timeout is not None else default
+
+
+def _no_answer(info: RunInfo, what: str, why: str) -> int:
+    fail(f"{what} was sent to {info.name} but it did not answer in time ({why}); "
+         f"`ctui logs {info.run_dir}` shows what it is doing", EXIT_FAILED)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
