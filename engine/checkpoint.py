@@ -59,16 +59,41 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
-def to_cpu_copy(value: Any) -> Any:
-    """A deep copy with every tensor copied to the CPU, so training can go on changing the
-    originals while the copy is serialised in the background."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: to_cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu_copy(item) for item in value)
-    return value
+class StagingBuffers:
+    """CPU copies of a state's tensors in buffers kept from one save to the next.
+
+    Reusing warm (and, for CUDA tensors, pinned) buffers makes the copy a plain memcpy or DMA:
+    that copy is all the training loop waits for. Only one save may use them at a time, which
+    CheckpointWriter guarantees by waiting for the previous save before staging the next.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def copy(self, value: Any, path: tuple = ()) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self._copy_tensor(value, path)
+        if isinstance(value, dict):
+            return {key: self.copy(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.copy(item, (*path, i)) for i, item in enumerate(value))
+        return value
+
+    def _copy_tensor(self, tensor: torch.Tensor, path: tuple) -> torch.Tensor:
+        tensor = tensor.detach()
+        buffer = self._buffers.get(path)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            pin = tensor.device.type == "cuda"
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin)
+            self._buffers[path] = buffer
+        buffer.copy_(tensor, non_blocking=tensor.device.type == "cuda")
+        return buffer
+
+    def copy_and_sync(self, state: dict) -> dict:
+        staged = self.copy(state)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the non-blocking device-to-host copies have landed
+        return staged
 
 
 def write_atomically(state: dict, path: Path) -> None:
@@ -195,6 +220,7 @@ class CheckpointWriter:
         self.folder = folder
         self.keep = keep
         self.on_done = on_done
+        self._staging = StagingBuffers()
         self._thread: threading.Thread | None = None
         # Test hook: at the Nth save, wait for a file to appear before writing, with a
         # half-written temporary in place, so a test can kill the process mid-save.
@@ -202,7 +228,13 @@ class CheckpointWriter:
         self._pause_at = int(os.environ.get("CTUI_TEST_PAUSE_SAVE_AT", "1"))
         self._saves = 0
 
+    def stage(self, state: dict) -> dict:
+        """Wait for the save in flight, then copy `state` off the device into the buffers."""
+        self.wait()
+        return self._staging.copy_and_sync(state)
+
     def submit(self, state: dict, pending: SaveResult) -> None:
+        """Write a staged state in the background."""
         self.wait()
         self._thread = threading.Thread(target=self._write, args=(state, pending),
                                         name="ctui-checkpoint-writer", daemon=True)

@@ -373,7 +373,7 @@ class Engine:
         from .state import capture
 
         start = time.perf_counter()
-        state = capture(trainer, self._logger_state())
+        state = self._writer.stage(capture(trainer, self._logger_state()))
         progress = trainer.progress
         path = self._ckpt_dir / checkpoint_name(progress.epoch, progress.global_step)
         self._writer.submit(state, SaveResult(str(path), progress.epoch, progress.global_step,

@@ -11,13 +11,14 @@ import random
 import numpy as np
 import torch
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, describe_mismatch, to_cpu_copy
+from .checkpoint import FORMAT_VERSION, CheckpointError, describe_mismatch
 from .loop import Progress, Trainer
 from .tasks import Task
 
 
 def capture(trainer: Trainer, loggers: dict | None = None) -> dict:
-    """A CPU copy of the trainer's whole state at a step boundary (or at an epoch end)."""
+    """The trainer's whole state at a step boundary (or at an epoch end), as live references:
+    stage it (CheckpointWriter.stage) before training changes it."""
     progress = trainer.progress
     state = {
         "format_version": FORMAT_VERSION,
@@ -35,7 +36,7 @@ def capture(trainer: Trainer, loggers: dict | None = None) -> dict:
         "loggers": dict(loggers or {}),
         "world_size": trainer.sampler.world_size,
     }
-    return to_cpu_copy(state)
+    return state
 
 
 def check_fits(state: dict, task: Task, source: str) -> None:

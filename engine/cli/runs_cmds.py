@@ -142,7 +142,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
               _ago(info.checkpoint_age), str(info.pid or "-")) for info in runs]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width)
+                        for cell, width in zip(row, widths, strict=True)).rstrip())
     return EXIT_OK
 
 
@@ -300,6 +301,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     show_new()
     if not args.follow:
+        if not last_printed:
+            print(f"{run_dir.name}: no epoch has finished yet")
         return EXIT_OK
     hosted = bool(run_status(run_dir)[0])
     while True:

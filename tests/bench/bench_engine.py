@@ -1,0 +1,89 @@
+"""The engine against a bare PyTorch loop doing identical work: same model, data, sample order,
+seed and batch size. Prints the engine's throughput as a ratio of the bare loop's (median of
+several repetitions, alternating the two) and checks both produce the same losses.
+
+    python tests/bench/bench_engine.py [--repeats 5] [--epochs 2] [--task digits]
+
+Target: ratio >= 0.98.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ctui.engine import Engine, RunConfig
+from ctui.engine.events import EpochEnded, StepLogged
+from ctui.engine.loop import seed_everything
+from ctui.engine.sampling import epoch_order
+from ctui.engine.tasks import load_task
+
+
+def bare_loop(config: RunConfig) -> tuple[list[float], list[float]]:
+    """pytorch/examples mnist/main.py's train(), with the engine's sample order.
+    Returns (samples/s per epoch, loss per step)."""
+    seed_everything(config.seed)
+    task = load_task(config)
+    model = task.model
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.gamma)
+    dataset = task.train_dataset
+    throughput, losses = [], []
+    for epoch in range(1, config.epochs + 1):
+        loader = DataLoader(dataset, batch_size=config.batch_size,
+                            sampler=epoch_order(len(dataset), config.seed, epoch),
+                            generator=torch.Generator().manual_seed(config.seed))
+        model.train()
+        start = time.perf_counter()
+        for data, target in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.nll_loss(model(data), target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        throughput.append(len(dataset) / (time.perf_counter() - start))
+        scheduler.step()
+    return throughput, losses
+
+
+def engine_run(config: RunConfig) -> tuple[list[float], list[float]]:
+    with tempfile.TemporaryDirectory() as folder:
+        engine = Engine(config.replace(run_dir=folder)).start()
+        events = list(engine.events())
+    throughput = [e.samples_per_second for e in events if isinstance(e, EpochEnded)]
+    losses = [e.loss for e in events if isinstance(e, StepLogged)]
+    return throughput, losses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--task", default="digits")
+    args = parser.parse_args()
+    config = RunConfig(task=args.task, epochs=args.epochs, log_interval=1, tensorboard=False,
+                       checkpoint_every_minutes=0)
+    ratios = []
+    for repeat in range(args.repeats):
+        bare_speed, bare_losses = bare_loop(config)
+        engine_speed, engine_losses = engine_run(config)
+        if repeat == 0:
+            same = len(bare_losses) == len(engine_losses) and all(
+                abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(bare_losses, engine_losses))
+            print(f"same losses for the same seed: {same} ({len(bare_losses)} steps)")
+        ratio = statistics.median(engine_speed) / statistics.median(bare_speed)
+        ratios.append(ratio)
+        print(f"repeat {repeat + 1}: bare {statistics.median(bare_speed):,.0f} samples/s, "
+              f"engine {statistics.median(engine_speed):,.0f} samples/s, ratio {ratio:.3f}")
+    print(f"engine/bare throughput ratio: median {statistics.median(ratios):.3f} "
+          f"over {args.repeats} repetitions (target >= 0.98)")
+
+
+if __name__ == "__main__":
+    main()
