@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, run_ctui, tiny
 
 from ctui.engine import CheckpointError, Engine, State
 from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from ctui.engine.events import LogLine, StateChanged
+
+from helpers import REPO, run_ctui, tiny
 
 # Two digits epochs of 23 steps, a checkpoint every 5 steps: kills land between, during and
 # after mid-epoch saves. Deterministic on the CPU: same seed, same thread count.
@@ -27,7 +28,8 @@ RUN_FLAGS = ["--epochs", "2", "--batch-size", "64", "--log-interval", "1",
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def start_training(run_dir: Path, *extra: str, env: dict | None = None, **popen) -> subprocess.Popen:
+def start_training(run_dir: Path, *extra: str, env: dict | None = None,
+                   **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ctui.tui.main", "train", "--headless", *RUN_FLAGS,
          "--run-dir", str(run_dir), *extra],

@@ -6,8 +6,10 @@ import json
 import sys
 
 import pytest
+
 from ctui.engine import Engine, RunConfig, State, train
 from ctui.engine.events import EpochEnded, LogLine, Settings, StateChanged, StepLogged
+
 from helpers import REPO, run_ctui, tiny
 
 

@@ -75,7 +75,8 @@ def main() -> None:
         engine_speed, engine_losses = engine_run(config)
         if repeat == 0:
             same = len(bare_losses) == len(engine_losses) and all(
-                abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(bare_losses, engine_losses))
+                abs(a - b) <= 1e-6 * max(1.0, abs(a))
+                for a, b in zip(bare_losses, engine_losses, strict=True))
             print(f"same losses for the same seed: {same} ({len(bare_losses)} steps)")
         ratio = statistics.median(engine_speed) / statistics.median(bare_speed)
         ratios.append(ratio)
