@@ -11,6 +11,7 @@ the engine thread and must be quick. Nothing mutable is shared: both are frozen 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .advisor import Advisor
 from .checkpoint import (
     CheckpointError,
     CheckpointWriter,
@@ -28,7 +30,7 @@ from .checkpoint import (
     find_resume_point,
     remove_stale_temporaries,
 )
-from .config import RunConfig
+from .config import RunConfig, max_num_workers
 from .device import Placement, choose_placement
 from .events import (
     CheckpointNow,
@@ -47,8 +49,11 @@ from .events import (
     Start,
     State,
     StateChanged,
+    StepLogged,
     Stop,
+    Tune,
 )
+from .gpu_utilisation import GpuUtilisation
 from .loop import StopTraining, Trainer, seed_everything
 from .runs import new_run_name, prepare_run_dir, write_config
 from .sinks import MetricsFile
@@ -101,6 +106,7 @@ class Engine:
         self._epochs_timed = 0
         self._retry_save = False
         self.trainer: Trainer | None = None
+        self._advisor = Advisor()
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
         # Records past the checkpoint will be trained again: MetricsFile drops them.
         resume_step = (self.resume_state["progress"]["global_step"] if self.resume_state
@@ -220,9 +226,12 @@ class Engine:
             self._emit(StateChanged(state=State.RUNNING, reason="started"))
             for warning in self._warnings:
                 self._log(warning, "warning")
-            self.trainer = trainer = Trainer(self.config, self.task, self.placement, self._emit,
+            self._gpu = GpuUtilisation(self.placement.device)
+            self.trainer = trainer = Trainer(self.config, self.task, self.placement,
+                                             self._on_training_event,
                                              boundary=self._boundary,
                                              after_epoch=self._after_epoch)
+            trainer.on_oom = self._after_oom
             if self.resume_state is not None:
                 from .state import restore
 
@@ -257,6 +266,39 @@ class Engine:
             self._emit(StateChanged(state=State.FAILED, reason=message))
         finally:
             self._close_sinks()
+
+    def _on_training_event(self, event: Event) -> None:
+        self._emit(event)
+        if isinstance(event, StepLogged):
+            trainer = self.trainer
+            advice = self._advisor.observe(event.data_wait_fraction, self._gpu.read(),
+                                           batch_size=trainer.batch_size,
+                                           num_workers=trainer.num_workers,
+                                           device=str(self.placement.device))
+            if advice is not None:
+                self._emit(advice)
+                self._log(advice.message)
+
+    def _tune(self, command: Tune) -> float:
+        """Run the autotuner inside the live run; returns its seconds (left out of timing)."""
+        from .tuning import autotune
+
+        budget = command.budget_seconds
+        if not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0:
+            self._log(f"tune budget {budget!r} refused: use seconds > 0", "warning")
+            return 0.0
+        self._log(f"autotune: timing num_workers, then batch size, for up to {budget:.0f}s; "
+                  "training resumes where it was afterwards")
+        report = autotune(self.trainer, budget, os.cpu_count() or 1, self._log)
+        self._emit(report)
+        self._log(f"autotune done in {report.seconds:.0f}s: best batch size "
+                  f"{report.best_batch_size} with {report.best_num_workers} workers "
+                  "(not applied: set them to use them)")
+        return report.seconds
+
+    def tune(self, budget_seconds: float = 60.0) -> None:
+        """Run autotune trials at the next step; a TuneReport event carries the results."""
+        self.send(Tune(budget_seconds))
 
     def _close_sinks(self) -> None:
         for sink in self._sinks:
@@ -305,21 +347,31 @@ class Engine:
             return self._pause("paused by request")
         elif isinstance(command, SetBatchSize):
             self._change(command.batch_size, 1, len(self.task.train_dataset), "batch_size",
-                         trainer.set_batch_size)
+                         trainer.set_batch_size, "the training set's size")
         elif isinstance(command, SetNumWorkers):
-            from .config import max_num_workers
-
             self._change(command.num_workers, 0, max_num_workers(), "num_workers",
-                         trainer.set_num_workers)
+                         trainer.set_num_workers, f"4 per CPU core ({os.cpu_count()} cores); "
+                         "each worker is a process, so more only costs memory")
+        elif isinstance(command, Tune):
+            return self._tune(command)
         return 0.0
 
-    def _change(self, value: object, low: int, high: int, name: str, apply) -> None:
+    def _change(self, value: object, low: int, high: int, name: str, apply, bound: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self._log(f"{name}={value!r} refused: use a whole number from {low} to {high}",
-                      "warning")
+            self._log(f"{name}={value!r} refused: use a whole number from {low} to {high} "
+                      f"(the upper bound is {bound})", "warning")
             return
         apply(value)
         self._log(f"{name} is now {value} (from the next step)")
+        if name == "num_workers" and value > (os.cpu_count() or 1):
+            self._log(f"{value} workers on {os.cpu_count()} CPU cores: they compete with the "
+                      "training process for the CPU", "warning")
+        self._advisor.reset()
+        self._emit_settings()
+
+    def _after_oom(self, failed: int, now: int) -> None:
+        self._log(f"out of memory at batch size {failed}: back to {now}, the last size that "
+                  "worked; the same step was retried and nothing was lost", "warning")
         self._emit_settings()
 
     def _pause(self, reason: str) -> float:

@@ -8,9 +8,12 @@ the seconds it held the loop (paused), which epoch timing leaves out.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
+import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +29,9 @@ from .sampling import ResumableSampler
 from .tasks import Task
 
 Emit = Callable[[Event], None]
+
+# The engine warns about more workers than cores itself, once per change, in the run's log.
+warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
 
 
 class StopTraining(Exception):
@@ -78,6 +84,11 @@ class Trainer:
         self.emit = emit
         self.boundary = boundary
         self.after_epoch = after_epoch
+        self.on_oom: Callable[[int, int], None] = lambda failed, now: None
+        self._good_batch_size: int | None = None  # the last batch size a step succeeded with
+        # Test hook: fail steps larger than this as if the GPU ran out of memory.
+        oom_above = os.environ.get("CTUI_TEST_OOM_ABOVE_BATCH")
+        self._oom_above = int(oom_above) if oom_above else None
         self.batch_size = config.batch_size
         self.num_workers = config.num_workers
         self.base_lr = config.lr
@@ -153,9 +164,14 @@ class Trainer:
         self.num_workers = num_workers
         self._settings_changed()
 
-    def _settings_changed(self) -> None:
+    def restart_loader(self) -> None:
+        """End the current loader (and its workers); the epoch goes on from the same position
+        with a new one at the next step."""
         self.close_loaders()
         self._loader_stale = True
+
+    def _settings_changed(self) -> None:
+        self.restart_loader()
         if self._meter is not None:
             self._meter.settings_changed = True
 
@@ -208,7 +224,13 @@ class Trainer:
                 if self.placement.is_cuda:
                     start_event = torch.cuda.Event(enable_timing=True)
                     start_event.record()
-                loss = self._step(self._to_device(data), self._to_device(target))
+                try:
+                    loss = self._step(self._to_device(data), self._to_device(target))
+                except torch.OutOfMemoryError:
+                    del data, target
+                    self._recover_from_oom()  # the same samples come again, in smaller batches
+                    break
+                self._good_batch_size = self.batch_size
                 if self.placement.is_cuda:
                     end_event = torch.cuda.Event(enable_timing=True)
                     end_event.record()
@@ -239,7 +261,24 @@ class Trainer:
         meter.loss_sum += interval.loss_total()
         meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds
 
+    def _recover_from_oom(self) -> None:
+        """Free what the failed step held, go back to the last batch size that worked, and let
+        the caller retry the same step from the same position in the epoch."""
+        failed = self.batch_size
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.placement.is_cuda:
+            torch.cuda.empty_cache()
+        if self._good_batch_size is None or self._good_batch_size >= failed:
+            raise torch.OutOfMemoryError(
+                f"out of memory at batch size {failed} with no smaller batch size that worked "
+                "before; restart with a smaller --batch-size or --amp")
+        self.set_batch_size(self._good_batch_size)
+        self.on_oom(failed, self.batch_size)
+
     def _step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._oom_above is not None and len(target) > self._oom_above:
+            raise torch.OutOfMemoryError("injected by CTUI_TEST_OOM_ABOVE_BATCH")
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             output = self.model(data)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .checkpoint import FORMAT_VERSION, CheckpointError, describe_mismatch
-from .loop import Progress, Trainer
+from .loop import Trainer
 from .tasks import Task
 
 
@@ -56,10 +56,12 @@ def restore(trainer: Trainer, state: dict) -> None:
     trainer.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
-    progress = state["progress"]
-    trainer.progress = Progress(epoch=int(progress["epoch"]), position=int(progress["position"]),
-                                global_step=int(progress["global_step"]),
-                                history=list(state.get("history", [])))
+    # In place: a running epoch loop holds this very object.
+    saved, progress = state["progress"], trainer.progress
+    progress.epoch = int(saved["epoch"])
+    progress.position = int(saved["position"])
+    progress.global_step = int(saved["global_step"])
+    progress.history = list(state.get("history", []))
     _set_rng_state(trainer, state["rng"])
 
 
