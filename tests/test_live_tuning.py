@@ -8,7 +8,6 @@ import os
 import psutil
 import pytest
 import torch
-from helpers import tiny
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -17,6 +16,8 @@ from ctui.engine.advisor import Advisor
 from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from ctui.engine.events import EpochEnded, LogLine, Settings, StepLogged, TuneReport
 from ctui.engine.tasks import Task
+
+from helpers import tiny
 
 SAMPLES = 600
 
@@ -119,8 +120,8 @@ def test_no_worker_process_outlives_a_change_or_the_run(tmp_path):
 def test_workers_persist_across_epochs_while_settings_stay(tmp_path):
     engine = recording_run(tmp_path, num_workers=2, epochs=2)
     engine.start().wait()
-    half = len(engine.task.model.loader_pids) // 2
-    first, second = set(engine.task.model.loader_pids[:half]), set(engine.task.model.loader_pids[half:])
+    pids = engine.task.model.loader_pids
+    first, second = set(pids[: len(pids) // 2]), set(pids[len(pids) // 2:])
     assert first == second and os.getpid() not in first
 
 
