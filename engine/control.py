@@ -76,7 +76,8 @@ class Engine:
         self.placement: Placement = choose_placement(config.device, config.amp)
         self.run_dir = prepare_run_dir(config.resolved_run_dir(new_run_name(config)))
         self._ckpt_dir = checkpoint_dir(self.run_dir)
-        self._warnings: list[str] = []
+        self._warnings: list[str] = []  # logged when the run starts
+        self._notes: list[str] = []
         for stale in remove_stale_temporaries(self._ckpt_dir):
             self._warnings.append(f"removed {stale.name}, a checkpoint half-written by a crash")
         self.resume_state, self.resume_path = self._find_resume(resume)
@@ -119,7 +120,7 @@ class Engine:
             saved = self.resume_state.get("loggers", {}) if self.resume_state else {}
             loggers, self.loggers_info, notes = open_loggers(config, self.run_dir, saved,
                                                              self.task.name)
-            self._warnings.extend(notes)
+            self._notes.extend(notes)
             for logger in loggers:
                 self.add_sink(logger)
         for sink in sinks or []:
@@ -226,6 +227,8 @@ class Engine:
             self._emit(StateChanged(state=State.RUNNING, reason="started"))
             for warning in self._warnings:
                 self._log(warning, "warning")
+            for note in self._notes:
+                self._log(note)
             self._gpu = GpuUtilisation(self.placement.device)
             self.trainer = trainer = Trainer(self.config, self.task, self.placement,
                                              self._on_training_event,
@@ -427,8 +430,10 @@ class Engine:
         start = time.perf_counter()
         state = self._writer.stage(capture(trainer, self._logger_state()))
         progress = trainer.progress
-        path = self._ckpt_dir / checkpoint_name(progress.epoch, progress.global_step)
-        self._writer.submit(state, SaveResult(str(path), progress.epoch, progress.global_step,
+        # Named for the last epoch trained into it: at an epoch's end that is the one just done.
+        epoch = progress.epoch - 1 if progress.position == 0 else progress.epoch
+        path = self._ckpt_dir / checkpoint_name(epoch, progress.global_step)
+        self._writer.submit(state, SaveResult(str(path), epoch, progress.global_step,
                                               blocked_seconds=time.perf_counter() - start))
         self._last_save_time = time.monotonic()
         self._steps_since_save = 0

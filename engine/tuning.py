@@ -64,8 +64,10 @@ def autotune(trainer: Trainer, budget_seconds: float, cores: int,
     indices = order[trainer.progress.position:] + order[:trainer.progress.position]
     rows: list[tuple[int, int, float, str]] = []
 
+    deadline = started + budget_seconds
+
     def over_budget() -> bool:
-        return time.monotonic() - started > budget_seconds
+        return time.monotonic() > deadline
 
     trainer.restart_loader()  # the epoch's own loader resumes after the trials
     try:
@@ -73,7 +75,7 @@ def autotune(trainer: Trainer, budget_seconds: float, cores: int,
             if over_budget():
                 log(f"autotune: time budget of {budget_seconds:.0f}s used up")
                 break
-            speed = _trial(trainer, indices, original[0], workers)
+            speed = _trial(trainer, indices, original[0], workers, deadline)
             rows.append((original[0], workers, speed, ""))
             log(f"autotune: batch {original[0]}, {workers} workers: {speed:,.0f} samples/s")
         best_workers = max(rows, key=lambda row: row[2])[1] if rows else original[1]
@@ -81,7 +83,7 @@ def autotune(trainer: Trainer, budget_seconds: float, cores: int,
             if over_budget():
                 break
             try:
-                speed = _trial(trainer, indices, batch_size, best_workers)
+                speed = _trial(trainer, indices, batch_size, best_workers, deadline)
             except torch.OutOfMemoryError:
                 _free(trainer)
                 rows.append((batch_size, best_workers, 0.0, "out of memory"))
@@ -98,8 +100,10 @@ def autotune(trainer: Trainer, budget_seconds: float, cores: int,
                       seconds=time.monotonic() - started)
 
 
-def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int) -> float:
-    """Samples per second over MEASURED_STEPS real training steps after a warm-up."""
+def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int,
+           deadline: float = float("inf")) -> float:
+    """Samples per second over MEASURED_STEPS real training steps after a warm-up; fewer (but
+    at least two) when the deadline comes first, so slow trials cannot overrun the budget."""
     loader = DataLoader(trainer.task.train_dataset, batch_size=batch_size,
                         sampler=_Cycle(indices), num_workers=workers,
                         pin_memory=trainer.placement.is_cuda)
@@ -111,6 +115,8 @@ def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int) 
                 _sync(trainer)
                 start = time.perf_counter()
                 samples = 0
+            if step >= WARMUP_STEPS + 2 and time.monotonic() > deadline:
+                break
             data, target = next(batches)
             trainer._step(trainer._to_device(data), trainer._to_device(target))
             if step >= WARMUP_STEPS:

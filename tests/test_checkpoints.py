@@ -28,13 +28,33 @@ RUN_FLAGS = ["--epochs", "2", "--batch-size", "64", "--log-interval", "1",
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_training_left_behind():
+    """A failing test must not leave a (paused) training process running."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def start_training(run_dir: Path, *extra: str, env: dict | None = None,
                    **popen) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ctui.tui.main", "train", "--headless", *RUN_FLAGS,
-         "--run-dir", str(run_dir), *extra],
+    return spawn(["train", "--headless", *RUN_FLAGS, "--run-dir", str(run_dir), *extra], env,
+                 **popen)
+
+
+def spawn(args: list[str], env: dict | None = None, **popen) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ctui.tui.main", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env={**os.environ, **CHILD_ENV, **(env or {})}, **popen)
+    STARTED.append(process)
+    return process
 
 
 def wait_for(condition, timeout: float = 120.0) -> None:
@@ -228,11 +248,8 @@ def test_full_disk_keeps_the_previous_checkpoint_and_pauses(tmp_path):
     def small_files() -> None:  # any file past 1 MB fails with EFBIG, like a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ctui.tui.main", "train", "--headless", "--resume",
-         "--run-dir", str(run_dir), "--epochs", "3", "--checkpoint-every-steps", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-        preexec_fn=small_files, env={**os.environ, **CHILD_ENV})
+    process = spawn(["train", "--headless", "--resume", "--run-dir", str(run_dir), "--epochs",
+                     "3", "--checkpoint-every-steps", "3"], preexec_fn=small_files)
     lines = []
     for line in process.stdout:
         lines.append(line)

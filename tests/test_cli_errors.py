@@ -4,7 +4,9 @@ allowed, exit code 2, no traceback."""
 from __future__ import annotations
 
 import pytest
+
 from ctui.engine.cli.main import main
+
 from helpers import run_ctui
 
 BAD_FLAGS = [

@@ -1,15 +1,118 @@
-"""Experiment loggers (TensorBoard, wandb) as event sinks. Filled in by the logging issue."""
+"""Experiment loggers (TensorBoard, wandb) as event sinks, and the figures they share.
+
+Opening a logger never stops a run: a missing package or a logger that fails to start becomes
+one note, and the run trains without it. wandb and TensorBoard are imported here, inside
+`open_loggers`, so `import ctui.engine` stays free of both.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..config import RunConfig
-from ..events import LoggersInfo
+from ..events import EpochEnded, LoggersInfo, StepLogged
+
+TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"
+
+# Per-epoch figures, named as in the wandb tutorial ctui follows (test_loss, test_acc,
+# time_taken), plus the ones a user compares while tuning. Both loggers use these names.
+EPOCH_METRICS = ("test_loss", "test_acc", "time_taken", "train_loss", "samples_per_second",
+                 "data_wait_fraction", "batch_size", "num_workers", "lr", "eval_seconds",
+                 "peak_gpu_memory_mb")
+STEP_PREFIX = "train/"
+
+
+def epoch_scalars(event: EpochEnded) -> dict[str, float]:
+    """The per-epoch figures; test_acc in percent, as pytorch/examples prints it."""
+    scalars = {
+        "test_loss": event.test_loss,
+        "time_taken": event.train_seconds,
+        "train_loss": event.train_loss,
+        "samples_per_second": event.samples_per_second,
+        "data_wait_fraction": event.data_wait_fraction,
+        "batch_size": event.batch_size,
+        "num_workers": event.num_workers,
+        "lr": event.lr,
+        "eval_seconds": event.eval_seconds,
+    }
+    if event.test_accuracy is not None:  # None: the task's outputs are not class scores
+        scalars["test_acc"] = 100.0 * event.test_accuracy
+    if event.peak_gpu_memory_mb is not None:
+        scalars["peak_gpu_memory_mb"] = event.peak_gpu_memory_mb
+    return scalars
+
+
+def step_scalars(event: StepLogged) -> dict[str, float]:
+    """Figures averaged over the steps since the previous log interval."""
+    return {
+        STEP_PREFIX + "loss": event.loss,
+        STEP_PREFIX + "samples_per_second": event.samples_per_second,
+        STEP_PREFIX + "data_wait_fraction": event.data_wait_fraction,
+        STEP_PREFIX + "lr": event.lr,
+    }
+
+
+def run_settings(config: RunConfig, task_name: str) -> dict[str, Any]:
+    """The whole run configuration as loggers record it: the settings plus the device and the
+    DataLoader settings the loop builds from them (mirrors `Trainer._loader`)."""
+    from ..device import choose_placement
+
+    placement = choose_placement(config.device, config.amp)  # the Engine already validated it
+    workers = config.num_workers
+    common = {"num_workers": workers, "pin_memory": placement.is_cuda,
+              "persistent_workers": workers > 0, "drop_last": False}
+    return {
+        **config.to_dict(),
+        "task_name": task_name,
+        "resolved_device": str(placement.device),
+        "precision": placement.precision,
+        "train_loader": {"batch_size": config.batch_size, "shuffle": True, **common},
+        "test_loader": {"batch_size": config.test_batch_size, "shuffle": False, **common},
+    }
 
 
 def open_loggers(config: RunConfig, run_dir: Path, saved: dict,
                  task_name: str) -> tuple[list, LoggersInfo, list[str]]:
     """(sinks, what to show about them, one-line notes for the log). `saved` is what the sinks'
     checkpoint_state() returned in the checkpoint being resumed, else {}."""
-    return [], LoggersInfo(), []
+    sinks: list = []
+    notes: list[str] = []
+    info: dict[str, str] = {}
+    settings = run_settings(config, task_name)
+    if config.tensorboard:
+        try:
+            from .tensorboard_sink import TensorBoardSink
+
+            log_dir = run_dir / TENSORBOARD_DIR
+            sinks.append(TensorBoardSink(log_dir, settings, saved))
+            info["tensorboard_dir"] = str(log_dir)
+            notes.append(f"TensorBoard logs in {log_dir}; open them with: "
+                         f"tensorboard --logdir {log_dir}")
+        except ImportError as error:  # torch says which tensorboard it needs
+            notes.append(f"TensorBoard is off: {_one_line(error)} (pip install tensorboard); "
+                         "training continues")
+        except Exception as error:  # a full disk, a folder we may not write
+            notes.append(f"TensorBoard is off: {_one_line(error)}; training continues")
+    if config.wandb:
+        try:
+            from .wandb_sink import open_wandb
+
+            sink, wandb_info, wandb_notes = open_wandb(config.wandb, run_dir / WANDB_DIR,
+                                                       settings, saved, run_dir.name, task_name)
+            sinks.append(sink)
+            info.update(wandb_info)
+            notes.extend(wandb_notes)
+        except ImportError as error:
+            problem = ("the wandb package is not installed" if error.name == "wandb"
+                       else _one_line(error))
+            notes.append(f"wandb is off: {problem} (pip install wandb); training continues")
+        except Exception as error:
+            notes.append(f"wandb is off: {_one_line(error)}; training continues")
+    return sinks, LoggersInfo(**info), notes
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,0 +1,123 @@
+"""Starting a run host: a background process that belongs to the run, not to the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..config import RunConfig
+from ..runs import new_run_name, prepare_run_dir
+from .errors import HostStartError
+from .protocol import LOG_NAME, REQUEST_NAME, peer_credentials, socket_address
+from .registry import host_is_live, read_json, write_json
+
+START_TIMEOUT = 600.0  # a first run may download its dataset before the socket opens
+
+
+def start_host(config: RunConfig, resume: str | None = None, *,
+               timeout: float = START_TIMEOUT) -> Path:
+    """Launch a detached host that builds `Engine(config, resume=resume)` and serves it; return
+    the run folder once its socket accepts connections. Raises HostStartError (one line, with
+    an exit code) when the host cannot start the run: bad task, device, checkpoint..."""
+    run_dir, fresh = _claim_run_dir(config, resume)
+    if not fresh and host_is_live(run_dir):
+        raise HostStartError(f"run {run_dir.name} is live already: attach to it (ctui attach "
+                             f"{run_dir}) or stop it first (ctui stop {run_dir})", 2)
+    config = config.replace(run_dir=str(run_dir))
+    write_json(run_dir / REQUEST_NAME, {"config": config.to_dict(), "resume": resume})
+    log_path = run_dir / LOG_NAME
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ctui.engine.host.serve", str(run_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(log)
+    try:
+        _wait_until_serving(process, run_dir, timeout)
+    except HostStartError as error:
+        if fresh and error.complete:  # nothing was trained: leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    # Reap the host when it exits if this process (a panel) outlives it; never blocks.
+    threading.Thread(target=process.wait, name="ctui-host-reaper", daemon=True).start()
+    return run_dir
+
+
+def _claim_run_dir(config: RunConfig, resume: str | None) -> tuple[Path, bool]:
+    """(run folder, made just now). A new run gets a folder no other run has, even when two
+    start in the same second."""
+    if config.run_dir:
+        path = Path(config.run_dir).absolute()
+        fresh = not path.exists()
+        return prepare_run_dir(path), fresh
+    if resume:
+        raise HostStartError("--resume: say which run to continue with --run-dir DIR", 2)
+    runs = Path(config.runs_dir).absolute()
+    runs.mkdir(parents=True, exist_ok=True)
+    base = new_run_name(config)
+    for attempt in range(1, 1000):
+        path = runs / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return prepare_run_dir(path), True
+    raise HostStartError(f"cannot make a new run folder in {runs}")
+
+
+def _wait_until_serving(process: subprocess.Popen, run_dir: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if _accepts(run_dir, process.pid):
+            return
+        code = process.poll()
+        if code is not None:
+            raise _start_failure(run_dir, process.pid, code)
+        if time.monotonic() > deadline:
+            raise HostStartError(f"the run host (pid {process.pid}) has not opened its socket "
+                                 f"after {timeout:.0f}s; it may still be starting: see "
+                                 f"{run_dir / LOG_NAME}")
+        time.sleep(0.05)
+
+
+def _accepts(run_dir: Path, pid: int) -> bool:
+    """The new host serves: its socket accepts, and it is this host (not a leftover listener
+    of a killed one, kept open by a DataLoader worker that has not noticed yet)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
+            socket_address(run_dir) as address:
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+        peer_pid, _ = peer_credentials(probe)
+    return peer_pid is None or peer_pid == pid
+
+
+def _start_failure(run_dir: Path, pid: int, code: int) -> HostStartError:
+    report = run_dir / f"host-error-{pid}.json"
+    error = read_json(report)
+    report.unlink(missing_ok=True)
+    if error.get("message"):
+        failure = HostStartError(str(error["message"]), int(error.get("exit_code", 1)))
+        failure.complete = True  # the message says it all; host.log adds nothing
+        return failure
+    return HostStartError(f"the run host exited during start-up (exit code {code}): "
+                          f"{_last_line(run_dir / LOG_NAME)}; see {run_dir / LOG_NAME}")
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+        lines = [line for line in lines if line]
+        if lines:
+            return lines[-1][:200]
+    return "it wrote nothing"

@@ -1,0 +1,194 @@
+"""The run host process: `python -m ctui.engine.host.serve RUN_DIR`, started by `start_host`.
+
+It owns the engine thread, serves the run on RUN_DIR/control.sock, writes what a headless run
+would print to RUN_DIR/host.log, records how the run ended in RUN_DIR/end.json and exits. It
+belongs to the run, not to a terminal: SIGHUP is ignored; SIGTERM and SIGINT checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import psutil
+
+from ..config import ConfigError, RunConfig
+from ..events import Event, Failed, State, StateChanged
+from .protocol import END_FILE, HOST_FILE, LOCK_NAME, REQUEST_NAME
+from .registry import host_process_alive, read_json, write_json
+from .server import HostServer
+
+_END = object()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
+    previous_host = read_json(run_dir / HOST_FILE)
+    if _take_lock(run_dir, previous_host) is None:  # else held, open, until this process ends
+        return _start_failed(run_dir, "this run is already served by another live host", 2)
+    request = read_json(run_dir / REQUEST_NAME)
+    (run_dir / REQUEST_NAME).unlink(missing_ok=True)
+    started = time.time()
+    print(f"--- run host pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}",
+          flush=True)
+    write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started,
+                                     "created": psutil.Process().create_time()})
+    try:
+        engine = _build_engine(request)
+    except Exception as error:
+        if previous_host:  # a failed resume leaves the run as it was
+            write_json(run_dir / HOST_FILE, previous_host)
+        else:
+            (run_dir / HOST_FILE).unlink(missing_ok=True)
+        message, code = _start_error(error)
+        return _start_failed(run_dir, message, code)
+    return _serve(engine, run_dir, started)
+
+
+def _build_engine(request: dict):
+    from ..control import Engine
+
+    if "config" not in request:
+        raise RuntimeError(f"no readable {REQUEST_NAME}: start runs with `ctui train --detach`")
+    return Engine(RunConfig.from_dict(request["config"]), resume=request.get("resume"))
+
+
+def _start_error(error: Exception) -> tuple[str, int]:
+    """The same one-line message and exit code `ctui train --headless` gives."""
+    from ..checkpoint import CheckpointError
+    from ..cli.errors import EXIT_FAILED, EXIT_USAGE
+    from ..tasks import TaskError
+
+    if isinstance(error, ConfigError):
+        return str(error), EXIT_USAGE
+    if isinstance(error, TaskError):
+        return str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED
+    if isinstance(error, CheckpointError):
+        return f"cannot resume: {error}", EXIT_FAILED
+    traceback.print_exc()
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}".rstrip(": "), EXIT_FAILED
+
+
+def _start_failed(run_dir: Path, message: str, code: int) -> int:
+    print(f"ctui: error: {message}", file=sys.stderr, flush=True)
+    write_json(run_dir / f"host-error-{os.getpid()}.json", {"message": message, "exit_code": code})
+    return code
+
+
+def _serve(engine, run_dir: Path, started: float) -> int:
+    from ..cli.console import ConsolePrinter
+
+    server = HostServer(run_dir, engine.send)
+    for event in engine.history:  # epochs restored from the checkpoint being resumed
+        server.publish(event)
+    printed: queue.SimpleQueue = queue.SimpleQueue()
+    engine.add_sink(EndRecorder(run_dir, started))  # before the broadcast: see EndRecorder
+    engine.add_sink(server.publish)
+    engine.add_sink(_QueueSink(printed))
+    _stop_on_signals(engine)
+    server.start()
+    engine.start()
+    printer = ConsolePrinter(sys.stdout)  # host.log reads like a headless run's output
+    final = State.FAILED
+    for event in _drain(printed):
+        printer.show(event)
+        if isinstance(event, StateChanged) and event.state in State.ENDED:
+            final = event.state
+        if isinstance(event, Failed) and event.detail:
+            printer.note(event.detail, stream=sys.stderr)
+    printer.close()
+    engine.wait()
+    server.shutdown()
+    from ..cli.errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+
+    return {State.FINISHED: EXIT_OK, State.STOPPED: EXIT_STOPPED}.get(final, EXIT_FAILED)
+
+
+def _drain(events: queue.SimpleQueue):
+    """Events until the end marker; wakes twice a second so signal handlers run promptly."""
+    while True:
+        try:
+            event = events.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if event is _END:
+            return
+        yield event
+
+
+class EndRecorder:
+    """Writes end.json when the run ends, on the engine thread and before the broadcast sink
+    sees the final state, so a client told "stopped" finds `ctui ls` saying so too."""
+
+    name = "end record"
+
+    def __init__(self, run_dir: Path, host_started: float) -> None:
+        self.run_dir = run_dir
+        self.host_started = host_started
+        self._reason = ""
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Failed):
+            self._reason = event.message
+        if isinstance(event, StateChanged) and event.state in (State.FINISHED, State.STOPPED,
+                                                               State.FAILED):
+            write_json(self.run_dir / END_FILE, {
+                "state": event.state, "reason": self._reason or event.reason, "time": time.time(),
+                "host_started": self.host_started, "pid": os.getpid()})
+
+
+class _QueueSink:
+    """Hands events to the main thread; `close()` (the engine's end of run) ends the stream."""
+
+    name = "host log"
+
+    def __init__(self, target: queue.SimpleQueue) -> None:
+        self.target = target
+
+    def __call__(self, event: Event) -> None:
+        self.target.put(event)
+
+    def close(self) -> None:
+        self.target.put(_END)
+
+
+def _take_lock(run_dir: Path, previous_host: dict) -> int | None:
+    """The run's lock, held until this process dies. `ctui ls` takes it shared for an instant,
+    and DataLoader workers of a killed host hold it until they notice (seconds): wait for
+    those, never for a live host."""
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                if host_process_alive(previous_host) or time.monotonic() > deadline + 20.0:
+                    os.close(fd)
+                    return None
+            time.sleep(0.05)
+
+
+def _stop_on_signals(engine) -> None:
+    def handle(signum, frame) -> None:
+        name = signal.Signals(signum).name
+        print(f"{name} received: saving a checkpoint at the next step, then stopping",
+              flush=True)
+        engine.stop(f"{name} received")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

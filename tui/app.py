@@ -1,0 +1,493 @@
+"""The control panel: a client of a run host, showing the run and the machine, taking keys.
+
+Threads never touch widgets: the event reader and the telemetry sampler post messages; handlers
+fold them into the RunModel and mark it dirty; a timer redraws a few times a second at most,
+whatever the step rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctui.engine.config import RunConfig, default_runs_dir, max_num_workers
+from ctui.engine.events import (
+    CheckpointNow,
+    Command,
+    Failed,
+    LogLine,
+    Pause,
+    Resume,
+    SetBatchSize,
+    SetNumWorkers,
+    Start,
+    State,
+    StateChanged,
+    Stop,
+    Tune,
+    TuneReport,
+)
+from ctui.engine.telemetry import Snapshot, Telemetry
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+
+from .commands import PanelCommands
+from .confirm_screen import ChoiceScreen
+from .connection import Backend, HostBackend, RunRef, saved_config
+from .edit_screen import EditScreen
+from .epoch_plot import EpochPlot
+from .epoch_table import EpochTable
+from .gpu_panel import GpuPanel
+from .help_screen import HelpScreen
+from .host_panel import HostPanel
+from .keys import bindings
+from .keys_bar import KeysBar
+from .log_pane import LogPane
+from .messages import ConnectionEnded, RunEvent, TelemetrySampled
+from .model import RunModel
+from .picker_screen import PickerScreen
+from .reader import EventReader
+from .training_panel import TrainingPanel
+from .tune_screen import TuneScreen
+
+SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
+TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start() .close() .pid
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What `ctui` was asked to do when the panel opens."""
+
+    mode: str = "auto"  # auto: attach, offer a resume, or start | attach | pick | start
+    runs_dir: Path = field(default_factory=lambda: Path(default_runs_dir()))
+    run: RunRef | None = None  # attach: the run, already found
+    config: RunConfig | None = None  # start: the settings, or
+    build_config: Callable[[], tuple[RunConfig, str | None]] | None = None  # ...(may load torch)
+    resume: str | None = None  # start: "latest" or a checkpoint file
+
+
+class CtuiApp(App[None]):
+    CSS_PATH = "ctui.tcss"
+    TITLE = "ctui"
+    BINDINGS = bindings()
+    COMMANDS = App.COMMANDS | {PanelCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+
+    def __init__(self, launch: Launch | None = None, backend: Backend | None = None,
+                 telemetry: TelemetryFactory | None = None, clock: Callable[[], float] = time.time,
+                 redraw_seconds: float = 0.25, sample_seconds: float = 1.0) -> None:
+        super().__init__()
+        self.launch = launch or Launch()
+        self.backend: Backend = backend or HostBackend()
+        make_telemetry = telemetry or (lambda emit: Telemetry(emit=emit, interval=sample_seconds))
+        self.telemetry = make_telemetry(lambda snapshot: self.post_message(
+            TelemetrySampled(snapshot)))
+        self.clock = clock
+        self.redraw_seconds = redraw_seconds
+        self.model = RunModel()
+        self.current_run: RunRef | None = None
+        self.next_config: RunConfig | None = None  # settings for the next start or resume
+        self.exit_note = ""  # printed by `ctui` once the panel has closed
+        self._reader: EventReader | None = None
+        self._generation = 0
+        self._dirty = True
+        self._opening = False  # a start or attach is under way
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            yield TrainingPanel(self.clock, id="training")
+            with Vertical(id="gauges"):
+                yield GpuPanel(id="gpu")
+                yield HostPanel(id="host")
+        with Horizontal(id="middle"):
+            yield EpochTable(id="epochs")
+            yield EpochPlot(id="plot")
+        yield LogPane(id="log")
+        yield KeysBar(id="keys")
+
+    def on_mount(self) -> None:
+        self.set_interval(self.redraw_seconds, self.redraw)
+        self.telemetry.start()
+        self.open_run()
+
+    def on_unmount(self) -> None:
+        self.close_connections()
+
+    def close_connections(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self.telemetry.close()
+
+    # ------------------------------------------------------------ redraw
+
+    def redraw(self, force: bool = False) -> None:
+        """Push the model into the widgets, when something changed since the last time."""
+        if not (self._dirty or force):
+            return
+        self._dirty = False
+        model = self.model
+        self.query_one(TrainingPanel).show(model)
+        self.query_one(GpuPanel).show(model)
+        self.query_one(HostPanel).show(model)
+        self.query_one(EpochTable).show_epochs(model.epochs)
+        plot = self.query_one(EpochPlot)
+        if plot.display:
+            plot.show_epochs(model.epochs)
+        log = self.query_one(LogPane)
+        for line in model.take_log():
+            log.add(line)
+
+    def on_resize(self) -> None:
+        self._dirty = True
+
+    def say(self, message: str, level: str = "info") -> None:
+        """Tell the user: a toast now and a line in the log pane."""
+        self.notify(message, severity=SEVERITY[level], markup=False,
+                    timeout=6 if level != "info" else 3)
+        self.model.new_log.append(LogLine(level=level, message=message, time=self.clock()))
+        self._dirty = True
+
+    # ------------------------------------------------------------ messages from threads
+
+    def on_run_event(self, message: RunEvent) -> None:
+        if message.generation != self._generation:
+            return  # from a connection the panel has since left
+        event = message.event
+        before = self.model.state
+        self.model.apply(event)
+        self._dirty = True
+        if isinstance(event, TuneReport):
+            self.push_screen(TuneScreen(event), self._apply_tune)
+        elif isinstance(event, Failed):
+            self.notify(event.message, severity="error", markup=False, timeout=10)
+        elif isinstance(event, StateChanged) and event.state != before:
+            self._announce(event)
+
+    def _announce(self, event: StateChanged) -> None:
+        if event.state == State.FINISHED:
+            self.notify("Training finished. s starts a new run, q quits.", markup=False)
+        elif event.state == State.STOPPED:
+            self.notify("Stopped with a checkpoint. r resumes it, q quits.", markup=False)
+
+    def on_connection_ended(self, message: ConnectionEnded) -> None:
+        if message.generation != self._generation:
+            return
+        was_live = self.model.live
+        self.model.host_gone()
+        if was_live:
+            self.say("the run host went away before the run ended (killed, or the machine "
+                     "restarted?); r resumes from the last checkpoint", "warning")
+        if message.error:
+            self.say(f"connection lost: {message.error}", "warning")
+        self._dirty = True
+
+    def on_telemetry_sampled(self, message: TelemetrySampled) -> None:
+        self.model.apply_telemetry(message.snapshot)
+        self._dirty = True
+
+    # ------------------------------------------------------------ opening a run
+
+    @work(exclusive=True, group="open")
+    async def open_run(self) -> None:
+        """Find what to show (after the first frame is drawn), then attach to it."""
+        self._opening = True
+        try:
+            run = await self._choose_run(self.launch)
+            if run is None:
+                self.exit()
+                return
+            await self.attach(run)
+        except Exception as error:  # a host that cannot start: say why, keep the panel usable
+            self.say(f"could not open a run: {_one_line(error)}", "error")
+        finally:
+            self._opening = False
+
+    async def _choose_run(self, launch: Launch) -> RunRef | None:
+        if launch.mode == "attach" and launch.run is not None:
+            return launch.run
+        if launch.mode == "start":
+            config, resume = launch.config, launch.resume
+            if config is None and launch.build_config is not None:
+                config, resume = await asyncio.to_thread(launch.build_config)
+            return await self._start(config or RunConfig(runs_dir=str(launch.runs_dir)), resume)
+        runs = await asyncio.to_thread(self.backend.list_runs, launch.runs_dir)
+        live = [run for run in runs if run.status == "live"]
+        if len(live) == 1:
+            return live[0]
+        if live:
+            return await self.push_screen_wait(PickerScreen(live))
+        if launch.mode == "pick":
+            raise LookupError(f"no live run in {launch.runs_dir} any more")
+        interrupted = [run for run in runs if run.status == "interrupted"]
+        if interrupted:
+            run = min(interrupted, key=lambda r: r.age if r.age is not None else float("inf"))
+            answer = await self.push_screen_wait(ChoiceScreen(
+                "Interrupted run",
+                f"{run.name} stopped without finishing at epoch {run.epoch}/{run.epochs}. "
+                "Resume it from its last checkpoint?",
+                [("resume", "r", "Resume"), ("new", "n", "New run"), ("quit", "q", "Quit")]))
+            if answer == "resume":
+                config = await asyncio.to_thread(saved_config, run.run_dir)
+                return await self._start(config, "latest")
+            if answer != "new":
+                return None
+        return await self._start(RunConfig(runs_dir=str(launch.runs_dir)), None)
+
+    async def _start(self, config: RunConfig, resume: str | None) -> RunRef:
+        verb = "resuming" if resume else "starting"
+        self.say(f"{verb} a run of {config.task}…")
+        self.next_config = config
+        return await asyncio.to_thread(self.backend.start, config, resume)
+
+    async def attach(self, run: RunRef) -> None:
+        connection = await asyncio.to_thread(self.backend.connect, run)
+        if self._reader is not None:
+            self._reader.close()
+        self._generation += 1
+        generation = self._generation
+        self.current_run = run
+        self.model = RunModel(name=run.name, run_dir=str(run.run_dir), connected=True,
+                              telemetry=self.model.telemetry, gpu_history=self.model.gpu_history)
+        self.telemetry.pid = run.pid
+        if self.next_config is None or self.next_config.run_dir not in (None, str(run.run_dir)):
+            try:
+                self.next_config = await asyncio.to_thread(saved_config, run.run_dir)
+            except (OSError, ValueError):
+                self.next_config = None  # the host has not written it yet: defaults will do
+        self._reader = EventReader(
+            connection,
+            on_event=lambda event: self.post_message(RunEvent(event, generation)),
+            on_end=lambda error: self.post_message(ConnectionEnded(generation, error)),
+        ).start()
+        self._dirty = True
+
+    def send(self, command: Command) -> None:
+        if self._reader is None:
+            self.say("not connected to a run", "warning")
+            return
+        try:
+            self._reader.send(command)
+        except Exception as error:
+            self.say(f"could not send {command.kind}: {_one_line(error)}", "error")
+
+    # ------------------------------------------------------------ keys
+
+    def _refuse_unless_live(self, what: str) -> bool:
+        """True when the run takes commands; else say why `what` cannot happen."""
+        if self.model.live:
+            return False
+        if not self.model.connected:
+            self.say(f"{what}: no run attached yet", "warning")
+        else:
+            self.say(f"{what}: the run has {self.model.state}; r resumes it, s starts a new "
+                     "one", "warning")
+        return True
+
+    def action_start_run(self) -> None:
+        model = self.model
+        if model.live:
+            if model.state == State.IDLE:
+                self.send(Start())
+                self.say("starting training")
+            elif model.state == State.PAUSED:
+                self.say("the run is paused: p resumes it", "warning")
+            else:
+                self.say(f"the run is already {model.state}", "warning")
+            return
+        if self._opening:
+            self.say("still opening a run", "warning")
+            return
+        self._restart(resume=None)
+
+    def action_resume_run(self) -> None:
+        model = self.model
+        if model.live:
+            self.say("the run is live: nothing to resume (p pauses and resumes it)", "warning")
+        elif self.current_run is None:
+            self.say("no run to resume yet", "warning")
+        elif model.state == State.FINISHED:
+            self.say("the run finished all its epochs; s starts a new one", "warning")
+        else:
+            self._restart(resume="latest")
+
+    @work(exclusive=True, group="open")
+    async def _restart(self, resume: str | None) -> None:
+        config = self._current_config()
+        if resume:
+            config = config.replace(run_dir=str(self.current_run.run_dir))
+        else:
+            config = config.replace(run_dir=None)
+        self._opening = True
+        try:
+            run = await self._start(config, resume)
+            await self.attach(run)
+        except Exception as error:
+            self.say(f"could not start the run: {_one_line(error)}", "error")
+        finally:
+            self._opening = False
+
+    def action_toggle_pause(self) -> None:
+        if self._refuse_unless_live("pause"):
+            return
+        if self.model.state == State.PAUSED:
+            self.send(Resume())
+            self.say("resuming at the next step")
+        elif self.model.state == State.RUNNING:
+            self.send(Pause())
+            self.say("pausing at the next step")
+        else:
+            self.say(f"cannot pause: the run is {self.model.state}", "warning")
+
+    def action_stop_run(self) -> None:
+        if self._refuse_unless_live("stop"):
+            return
+        if self.model.state == State.STOPPING:
+            self.say("already stopping", "warning")
+            return
+        self.send(Stop("stopped from the panel"))
+        self.say("stopping: a checkpoint is saved first")
+
+    def action_checkpoint(self) -> None:
+        if self._refuse_unless_live("checkpoint"):
+            return
+        self.send(CheckpointNow())
+        self.say("checkpoint requested: saved at the next step")
+
+    def _live_settings(self, what: str):
+        if self._refuse_unless_live(what):
+            return None
+        if self.model.settings is None:
+            self.say(f"{what}: the run has not reported its settings yet", "warning")
+        return self.model.settings
+
+    def _set_batch_size(self, new: int) -> None:
+        settings = self._live_settings("batch size")
+        if settings is None:
+            return
+        if new < 1:
+            self.say("batch size is already 1, the smallest allowed", "warning")
+            return
+        self.send(SetBatchSize(batch_size=new))
+        self.say(f"batch size {settings.batch_size} -> {new} from the next step")
+
+    def action_halve_batch(self) -> None:
+        settings = self.model.settings
+        self._set_batch_size(settings.batch_size // 2 if settings else 0)
+
+    def action_double_batch(self) -> None:
+        settings = self.model.settings
+        self._set_batch_size(settings.batch_size * 2 if settings else 0)
+
+    def _set_workers(self, delta: int) -> None:
+        settings = self._live_settings("workers")
+        if settings is None:
+            return
+        new, limit = settings.num_workers + delta, max_num_workers()
+        if not 0 <= new <= limit:
+            self.say(f"num_workers {new} refused: use 0 to {limit} on this machine", "warning")
+            return
+        self.send(SetNumWorkers(num_workers=new))
+        self.say(f"workers {settings.num_workers} -> {new} from the next step")
+
+    def action_fewer_workers(self) -> None:
+        self._set_workers(-1)
+
+    def action_more_workers(self) -> None:
+        self._set_workers(+1)
+
+    def _current_config(self) -> RunConfig:
+        config = self.next_config or RunConfig(runs_dir=str(self.launch.runs_dir))
+        settings = self.model.settings
+        if settings is not None and self.model.live:
+            config = config.replace(batch_size=settings.batch_size,
+                                    num_workers=settings.num_workers)
+        return config
+
+    def action_edit_settings(self) -> None:
+        self.push_screen(EditScreen(self._current_config(), live=self.model.live),
+                         self._apply_edits)
+
+    def _apply_edits(self, changes: dict | None) -> None:
+        if not changes:
+            return
+        live = self.model.live
+        if live and "batch_size" in changes:
+            self.send(SetBatchSize(batch_size=changes["batch_size"]))
+        if live and "num_workers" in changes:
+            self.send(SetNumWorkers(num_workers=changes["num_workers"]))
+        later = {k: v for k, v in changes.items()
+                 if not live or k not in ("batch_size", "num_workers")}
+        self.next_config = self._current_config().replace(**changes)
+        if live and len(later) < len(changes):
+            self.say("sent: " + ", ".join(f"{k}={changes[k]}" for k in changes
+                                          if k not in later) + " (from the next step)")
+        if later:
+            self.say("for the next run (s) or resume (r): "
+                     + ", ".join(f"{k}={v}" for k, v in later.items()))
+
+    def action_autotune(self) -> None:
+        if self._refuse_unless_live("autotune"):
+            return
+        if self.model.state != State.RUNNING:
+            self.say(f"autotune needs a running run; it is {self.model.state}", "warning")
+            return
+        self.send(Tune())
+        self.say("autotune: timing short trials of workers and batch size (up to 60 s)")
+
+    def _apply_tune(self, apply: bool | None) -> None:
+        report, settings = self.model.tune_report, self.model.settings
+        if not apply or report is None:
+            return
+        if not self.model.live:
+            self.say("the run is no longer live; nothing applied", "warning")
+            return
+        if settings is None or report.best_batch_size != settings.batch_size:
+            self.send(SetBatchSize(batch_size=report.best_batch_size))
+        if settings is None or report.best_num_workers != settings.num_workers:
+            self.send(SetNumWorkers(num_workers=report.best_num_workers))
+        self.say(f"applying batch size {report.best_batch_size}, "
+                 f"{report.best_num_workers} workers")
+
+    def action_toggle_plot(self) -> None:
+        self.screen.toggle_class("show-plot")
+        self._dirty = True
+
+    def action_show_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_request_quit(self) -> None:
+        model = self.model
+        if not (model.live and model.state in (State.RUNNING, State.PAUSED, State.IDLE)):
+            self._leave("")
+            return
+        self.push_screen(ChoiceScreen(
+            "Quit", f"{model.name} is {model.state}. Training goes on without the panel "
+            "unless you stop it.",
+            [("detach", "d", "Detach"), ("stop", "s", "Stop and save"),
+             ("cancel", "c", "Cancel")]), self._quit_answer)
+
+    def _quit_answer(self, answer: str | None) -> None:
+        name, run_dir = self.model.name, self.model.run_dir
+        if answer == "detach":
+            self._leave(f"detached from {name}: it keeps training. Watch it again with "
+                        f"`ctui attach {name}`")
+        elif answer == "stop":
+            self.send(Stop("stopped from the panel"))
+            self._leave(f"stopping {name} with a checkpoint. Continue it later with "
+                        f"`ctui train --resume --run-dir {run_dir}`")
+
+    def _leave(self, note: str) -> None:
+        self.exit_note = note
+        self.exit()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,94 @@
+"""How the panel reaches runs: a small interface over the run host's client.
+
+The panel never trains in its own process: it lists, starts and attaches to run hosts, and talks
+to one through a RunConnection. Tests swap in a scripted backend with the same shape.
+Torch-free: nothing here may import ctui.engine.control, loop or tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ctui.engine.config import RunConfig
+from ctui.engine.events import Command, Event
+from ctui.engine.runs import CONFIG_FILE, read_metrics
+
+
+class RunConnection(Protocol):
+    def events(self) -> Iterator[Event]:
+        """The run's history, then live events; blocks; ends when the host goes away."""
+
+    def send(self, command: Command) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run as the runs folder lists it."""
+
+    name: str
+    run_dir: Path
+    status: str = "live"  # live | finished | stopped | failed | interrupted
+    pid: int | None = None
+    epoch: int = 0
+    epochs: int = 0
+    last_checkpoint: str | None = None
+    age: float | None = None  # seconds since the run last wrote anything
+
+    @classmethod
+    def of(cls, info: Any) -> RunRef:
+        """From the host client's RunInfo (read by attribute, so its extra fields don't matter)."""
+        return cls(name=info.name, run_dir=Path(info.run_dir), status=info.status,
+                   pid=getattr(info, "pid", None), epoch=getattr(info, "epoch", 0) or 0,
+                   epochs=getattr(info, "epochs", 0) or 0,
+                   last_checkpoint=getattr(info, "last_checkpoint", None),
+                   age=getattr(info, "age", None))
+
+
+class Backend(Protocol):
+    def list_runs(self, runs_dir: Path) -> list[RunRef]: ...
+
+    def start(self, config: RunConfig, resume: str | None = None) -> RunRef: ...
+
+    def connect(self, run: RunRef) -> RunConnection: ...
+
+
+class HostBackend:
+    """The real thing: the run host's client (ctui.engine.host), imported when first used."""
+
+    def list_runs(self, runs_dir: Path) -> list[RunRef]:
+        from ctui.engine.host import list_runs
+
+        return [RunRef.of(info) for info in list_runs(Path(runs_dir))]
+
+    def start(self, config: RunConfig, resume: str | None = None) -> RunRef:
+        from ctui.engine.host import start_host
+        from ctui.engine.host.registry import run_info
+
+        run_dir = Path(start_host(config, resume=resume))
+        return RunRef.of(run_info(run_dir))
+
+    def connect(self, run: RunRef) -> RunConnection:
+        from ctui.engine.host import RunClient
+
+        return RunClient.connect(run.run_dir, timeout=5.0)
+
+
+def saved_config(run_dir: Path) -> RunConfig:
+    """The settings a run was started with, and the batch size and workers of its last epoch
+    (changed live, perhaps), for resuming it. Torch-free, unlike reading the checkpoint."""
+    data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    settings = dict(data.get("config", data))
+    for record in reversed(read_metrics(run_dir)):
+        if record.get("type") == "epoch":
+            settings["batch_size"] = record.get("batch_size") or settings.get("batch_size")
+            settings["num_workers"] = record.get("num_workers", settings.get("num_workers"))
+            break
+    settings["run_dir"] = os.fspath(run_dir)
+    return RunConfig.from_dict(settings)

@@ -1,0 +1,59 @@
+"""Epoch time and test loss/accuracy across epochs, drawn with plotext."""
+
+from __future__ import annotations
+
+import re
+
+from ctui.engine.events import EpochEnded
+from rich.console import Group
+from rich.text import Text
+from textual.widgets import Static
+
+BACKGROUND = re.compile(r"\x1b\[48;5;\d+m")  # plotext paints a canvas colour; keep the theme's
+
+
+def plot_text(epochs: list[EpochEnded], width: int, height: int, color: bool = True) -> Text:
+    """Two plots side by side: seconds per epoch, and test loss with accuracy (right axis)."""
+    import plotext  # 0.15 s: imported on the first plot, not with the panel
+
+    figure = plotext.figure
+    figure.clear()
+    figure.plot_size(width, height)
+    figure.theme("dark" if color else "colorless")
+    figure.subplots(1, 2)
+    xs = [event.epoch for event in epochs]
+    timing = figure.subplot(1, 1)
+    timing.title("seconds per epoch")
+    timing.draw(timing.signal(xs, [e.train_seconds + e.eval_seconds for e in epochs],
+                              marker="braille").lines())
+    quality = figure.subplot(1, 2)
+    quality.title("test loss · acc %")
+    quality.draw(quality.signal(xs, [e.test_loss for e in epochs], marker="braille").lines())
+    accuracy = [(e.epoch, e.test_accuracy * 100) for e in epochs if e.test_accuracy is not None]
+    if accuracy:
+        quality.draw(quality.signal([a for a, _ in accuracy], [b for _, b in accuracy],
+                                    marker="braille", yside="right").lines())
+    for plot in (timing, quality):
+        plot.ruler("x").ticks(xs if len(xs) <= 8 else None)
+    rendered = BACKGROUND.sub("", str(figure.build()))
+    return Text.from_ansi(rendered) if color else Text(re.sub(r"\x1b\[[0-9;]*m", "", rendered))
+
+
+class EpochPlot(Static):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "Plot"
+        self._key: tuple | None = None
+
+    def show_epochs(self, epochs: list[EpochEnded]) -> None:
+        width, height = self.content_size.width, self.content_size.height
+        key = (tuple(epochs), width, height)
+        if key == self._key or width < 20 or height < 5:
+            return
+        self._key = key
+        if len(epochs) < 2:
+            self.update(Text("The plot appears after two epochs.", style="dim"))
+            return
+        plot = plot_text(epochs, width, height - 2, color=not self.app.no_color)
+        legend = Text.from_markup("[blue]━[/] seconds  [blue]━[/] test loss  [green]━[/] acc %")
+        self.update(Group(plot, legend))

@@ -1,0 +1,28 @@
+"""The run's messages and warnings, and the panel's own (refused keys, connection changes)."""
+
+from __future__ import annotations
+
+import time
+
+from ctui.engine.events import LogLine
+from rich.text import Text
+from textual.widgets import RichLog
+
+LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
+
+
+class LogPane(RichLog):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, **kwargs)
+        self.border_title = "Log"
+
+    def add(self, line: LogLine) -> None:
+        text = Text(time.strftime("%H:%M:%S ", time.localtime(line.time)), style="dim")
+        prefix = "" if line.level == "info" else f"{line.level}: "
+        text.append(prefix + line.message, style=LEVEL_STYLES.get(line.level, ""))
+        self.write(text)
+
+    @property
+    def text(self) -> str:
+        """Everything shown, as plain text (for tests and for copying)."""
+        return "\n".join(strip.text for strip in self.lines)
