@@ -26,3 +26,15 @@ def tiny(**overrides):
                     log_interval=4, tensorboard=False, checkpoint_every_minutes=0)
     settings.update(overrides)
     return RunConfig(**settings)
+
+
+def ctui_in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """An engine `ctui` command run in this process: (exit code, stdout, stderr)."""
+    from ctui.engine.cli.main import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -9,19 +9,11 @@ import os
 import pytest
 
 from ctui.engine.cli.console import epoch_line
-from ctui.engine.cli.main import main
-from ctui.engine.cli.runs_cmds import _MetricsFollower
+from ctui.engine.cli.runs_cmds import MetricsFollower
 from ctui.engine.events import EpochEnded, StepLogged
 from ctui.engine.host.protocol import END_FILE, HOST_FILE
 
-
-def ctui(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from helpers import ctui_in_process as ctui
 
 
 def finished_run(runs, name: str = "digits-1", epochs: int = 3):
@@ -77,6 +69,11 @@ def test_logs_prints_the_epoch_lines_of_a_run(capsys, isolated_runs):
         lines = out.splitlines()
         assert code == 0 and lines[:3] == [epoch_line(event) for event in epochs], argv
     assert lines[3:] == ["finished"]  # -f on an ended run: its lines and how it ended
+    headless, _ = finished_run(isolated_runs, "digits-headless")  # no host ever served it
+    for name in (HOST_FILE, END_FILE):
+        (headless / name).unlink()
+    code, out, _ = ctui(capsys, "logs", "-f", "digits-headless")
+    assert code == 0 and out.splitlines()[-1] == "finished" and len(out.splitlines()) == 4
 
 
 def test_ls_lists_every_run_with_status_epoch_and_checkpoint(capsys, isolated_runs):
@@ -98,7 +95,7 @@ def test_ls_lists_every_run_with_status_epoch_and_checkpoint(capsys, isolated_ru
 def test_following_metrics_survives_the_file_being_rewritten_on_resume(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
-    follower = _MetricsFollower(path)
+    follower = MetricsFollower(path)
     assert follower.read() == [{"epoch": 1}, {"epoch": 2}]  # the torn line waits
     with open(path, "a") as handle:
         handle.write('ch": 3}\n')

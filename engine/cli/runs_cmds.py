@@ -31,9 +31,17 @@ from ..events import (
     StateChanged,
     Stop,
 )
-from ..host import HostError, RunClient, RunInfo, find_live_run, list_runs, resolve_run
+from ..host import (
+    HostError,
+    RunClient,
+    RunInfo,
+    find_live_run,
+    list_runs,
+    resolve_run,
+    start_host,
+)
 from ..host.protocol import END_FILE
-from ..host.registry import read_json, run_status
+from ..host.registry import read_json, run_info, run_status
 from ..runs import METRICS_FILE
 from .console import epoch_line
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
@@ -107,8 +115,6 @@ def run_command(args: argparse.Namespace) -> int:
 def run_detached(config: RunConfig, resume: ResumePoint | None) -> int:
     """`ctui train --detach`: start the run in a host, say how to watch it, return at once.
     The host loads the checkpoint again itself: it is handed the file build_config found."""
-    from ..host import start_host
-
     where = None
     if resume is not None:
         for note in resume.notes:
@@ -289,7 +295,7 @@ def _answers(event: Event, key: str, value: int) -> bool:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     run_dir = _logs_run(args)
-    follower = _MetricsFollower(run_dir / METRICS_FILE)
+    follower = MetricsFollower(run_dir / METRICS_FILE)
     last_printed = 0
 
     def show_new() -> None:
@@ -306,16 +312,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return EXIT_OK
     hosted = bool(run_status(run_dir)[0])
     while True:
-        live = run_status(run_dir)[0] == "live"
+        # A hosted run is followed until its host ends; one without (headless, in a notebook)
+        # until its last epoch, or Ctrl-C.
+        ended = run_status(run_dir)[0] != "live" if hosted else \
+            run_info(run_dir).status == "finished"
         show_new()
-        if hosted and not live:  # a run without a host (headless) is followed until Ctrl-C
+        if ended:
             break
         time.sleep(0.5)
     end = read_json(run_dir / END_FILE)
     if end.get("state"):
         print(f"{end['state']}: {end.get('reason', '')}".rstrip(": "))
-    else:
+    elif hosted:
         print(f"{run_dir.name}: the host went away without recording an end (interrupted)")
+    else:
+        print("finished")
     return EXIT_OK
 
 
@@ -328,7 +339,7 @@ def _logs_run(args: argparse.Namespace) -> Path:
     return find_live_run(args.runs_dir).run_dir
 
 
-class _MetricsFollower:
+class MetricsFollower:
     """New whole records of metrics.jsonl since the last read; survives the file being
     rewritten when a run resumes (a new file: read it again from the start)."""
 
