@@ -19,33 +19,17 @@ from typing import Any
 
 import torch
 
+# Naming lives in the torch-free runs module so `ctui ls` and the panel can list checkpoints.
+from .runs import checkpoint_dir, checkpoint_name, list_checkpoints
+
+__all__ = ["checkpoint_dir", "checkpoint_name", "list_checkpoints"]
+
 FORMAT_VERSION = 1
-NAME_PATTERN = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(Exception):
     """A checkpoint cannot be used; the message names the file and why."""
-
-
-def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def checkpoint_name(epoch: int, global_step: int) -> str:
-    return f"ckpt-e{epoch:04d}-s{global_step:09d}.pt"
-
-
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Committed checkpoints, oldest first (by global step, then epoch)."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = NAME_PATTERN.match(path.name)
-        if match:
-            found.append(((int(match.group(2)), int(match.group(1))), path))
-    return [path for _, path in sorted(found)]
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -60,6 +60,7 @@ from .sinks import MetricsFile
 from .tasks import Task, load_task
 
 Sink = Callable[[Event], None]
+KEEP_STEPS = 1000  # logged steps kept in the in-memory history, the newest
 _END = object()
 
 
@@ -92,6 +93,7 @@ class Engine:
         self._subscribers: list[queue.Queue] = []
         self._lock = threading.Lock()  # guards _subscribers and _history
         self._history: list[Event] = []
+        self._history_limit = 2 * KEEP_STEPS
         if self.resume_state is not None:  # earlier epochs, so a client sees the whole run
             self._history.extend(EpochEnded(**{k: v for k, v in record.items() if k != "type"})
                                  for record in self.resume_state.get("history", []))
@@ -207,6 +209,8 @@ class Engine:
             self._state = event.state
         with self._lock:
             self._history.append(event)
+            if len(self._history) > self._history_limit:
+                self._compact_history()
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber.put(event)
@@ -217,6 +221,14 @@ class Engine:
                 self._sinks.remove(sink)
                 self._emit(LogLine(level="warning", message=f"{_sink_name(sink)} failed and is "
                                    f"switched off: {type(error).__name__}: {error}"))
+
+    def _compact_history(self) -> None:
+        """Keep every event but the oldest logged steps: a long run's history stays small
+        (epochs, states and logs are few; steps are many and only the recent ones matter)."""
+        steps = [i for i, event in enumerate(self._history) if isinstance(event, StepLogged)]
+        drop = set(steps[: max(0, len(steps) - KEEP_STEPS)])
+        self._history = [event for i, event in enumerate(self._history) if i not in drop]
+        self._history_limit = max(2 * KEEP_STEPS, 2 * len(self._history))
 
     def _log(self, message: str, level: str = "info") -> None:
         self._emit(LogLine(level=level, message=message))

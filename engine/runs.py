@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 from .config import RunConfig
 
+CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
@@ -46,3 +48,23 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_name(epoch: int, global_step: int) -> str:
+    """Named for the last epoch trained into it and the global step."""
+    return f"ckpt-e{epoch:04d}-s{global_step:09d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Committed checkpoints, oldest first (by global step, then epoch)."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    found = [((int(match.group(2)), int(match.group(1))), folder / entry)
+             for entry in entries if (match := CHECKPOINT_NAME.match(entry))]
+    return [path for _, path in sorted(found)]

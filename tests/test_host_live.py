@@ -251,3 +251,38 @@ def test_a_run_the_host_cannot_start_is_one_line_and_leaves_nothing(runs, flags,
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
     assert list(runs.glob("*")) == []  # no half-made run folder to confuse `ctui ls`
+
+
+def test_tune_from_the_shell_times_trials_and_applies_the_best(runs, capsys):
+    run_dir = detach()
+    wait_until(lambda: metrics_lines(run_dir) >= 3, what="training")
+    code, out, err = ctui(capsys, "tune", "--budget", "4", "--apply")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["batch", "workers", "samples/s"]
+    rows = [line.split() for line in lines[2:] if line.split() and line.split()[0].isdigit()]
+    assert rows[0][:2] == ["32", "0"]  # the run's own batch size, no workers first
+    best = next(row for row in rows if "<-" in row)
+    assert lines[-1] == f"applied: batch_size={best[0]} num_workers={best[1]}"
+    with RunClient.connect(run_dir) as client:
+        settings = [e for e in client.history() if isinstance(e, Settings)][-1]
+    assert (settings.batch_size, settings.num_workers) == (int(best[0]), int(best[1]))
+    assert ctui(capsys, "stop")[0] == 0
+
+
+def test_a_headless_run_shows_live_and_says_how_to_stop_it(runs, capsys):
+    process = subprocess.Popen([sys.executable, "-m", "ctui.tui.main", "train", "--headless",
+                                *LONG_RUN], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(info.status == "live" for info in list_runs(runs)),
+                   what="the headless run to show as live")
+        (info,) = list_runs(runs)
+        assert info.pid == process.pid
+        code, _, err = ctui(capsys, "pause")
+        assert code != 0 and f"kill -TERM {process.pid}" in err
+        assert len(err.strip().splitlines()) == 1
+        process.terminate()
+        assert process.wait(timeout=60) == 3
+        assert [i.status for i in list_runs(runs)] == ["stopped"]
+    finally:
+        process.kill()

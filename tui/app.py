@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+
 from ctui.engine.config import RunConfig, default_runs_dir, max_num_workers
 from ctui.engine.events import (
     CheckpointNow,
@@ -32,9 +36,6 @@ from ctui.engine.events import (
     TuneReport,
 )
 from ctui.engine.telemetry import Snapshot, Telemetry
-from textual import work
-from textual.app import App, ComposeResult
-from textual.containers import Horizontal, Vertical
 
 from .commands import PanelCommands
 from .confirm_screen import ChoiceScreen

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ctui.engine.config import ConfigError, RunConfig, parse_duration
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
+
+from ctui.engine.config import ConfigError, RunConfig, parse_duration
 
 LIVE_SETTINGS = ("batch_size", "num_workers")
 HIDDEN = ("run_dir", "runs_dir")  # a run's folder is chosen when it starts

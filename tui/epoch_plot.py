@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from ctui.engine.events import EpochEnded
 from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
+
+from ctui.engine.events import EpochEnded
 
 BACKGROUND = re.compile(r"\x1b\[48;5;\d+m")  # plotext paints a canvas colour; keep the theme's
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ctui.engine.events import EpochEnded
 from rich.text import Text
 from textual.widgets import DataTable
+
+from ctui.engine.events import EpochEnded
 
 COLUMNS = ("epoch", "train s", "eval s", "samples/s", "wait", "loss", "acc", "bs", "wk")
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ctui.engine.telemetry import GpuReading
 from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
+
+from ctui.engine.telemetry import GpuReading
 
 from .format import bar, na, size, sparkline, used_of
 from .model import RunModel

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from ctui.engine.events import LogLine
 from rich.text import Text
 from textual.widgets import RichLog
+
+from ctui.engine.events import LogLine
 
 LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
 

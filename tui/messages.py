@@ -7,9 +7,10 @@ their kind, so a burst of steps collapses to one.
 
 from __future__ import annotations
 
+from textual.message import Message
+
 from ctui.engine.events import Event, StepLogged
 from ctui.engine.telemetry import Snapshot
-from textual.message import Message
 
 
 class RunEvent(Message):

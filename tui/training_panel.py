@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ctui.engine.events import State
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
+
+from ctui.engine.events import State
 
 from .format import ago, bar, clock
 from .model import RunModel

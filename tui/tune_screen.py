@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ctui.engine.events import TuneReport
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
+
+from ctui.engine.events import TuneReport
 
 
 class TuneScreen(ModalScreen[bool]):

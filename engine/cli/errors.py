@@ -27,3 +27,19 @@ class Parser(argparse.ArgumentParser):
 def fail(message: str, code: int) -> NoReturn:
     print(f"ctui: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def start_error(error: Exception) -> tuple[str, int] | None:
+    """The one-line message and exit code for an error raised while a run is set up (bad
+    device, task or checkpoint), the same for headless runs and run hosts; None for others."""
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..tasks import TaskError
+
+    if isinstance(error, ConfigError):
+        return str(error), EXIT_USAGE
+    if isinstance(error, TaskError):
+        return str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED
+    if isinstance(error, CheckpointError):
+        return f"cannot resume: {error}", EXIT_FAILED
+    return None

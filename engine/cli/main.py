@@ -6,6 +6,7 @@ from __future__ import annotations
 from .errors import Parser
 from .options import add_run_flags
 from .runs_cmds import add_commands, run_command
+from .tune_cmd import add_tune_command
 
 
 def build_parser() -> Parser:
@@ -25,6 +26,7 @@ def build_parser() -> Parser:
                       help="start the run in a background host and return at once")
     add_run_flags(train)
     add_commands(commands)
+    add_tune_command(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, RunConfig, load_toml
@@ -79,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
         from .runs_cmds import run_detached
 
         return run_detached(config, resume)
-    fail("the control panel is not built yet: run `ctui train --headless` to train in this "
-         "terminal", EXIT_USAGE)
+    # Plain `ctui train` opens the panel: the `ctui` command (ctui.tui.main) handles it before
+    # reaching here; the engine alone can only train headless or detached.
+    fail("choose --headless (train in this terminal) or --detach (train in a background "
+         "host); plain `ctui train` opens the panel", EXIT_USAGE)
 
 
 def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
@@ -88,17 +91,24 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     from ..checkpoint import CheckpointError
     from ..control import Engine
     from ..events import Failed, State, StateChanged
+    from ..host.registry import host_is_live
+    from ..host.serve import EndRecorder, claim_headless_run
     from ..tasks import TaskError
     from .console import ConsolePrinter
+    from .errors import start_error
 
+    if config.run_dir and host_is_live(Path(config.run_dir)):
+        fail(f"{config.run_dir} is being trained by a live run; attach to it with "
+             f"`ctui attach {config.run_dir}` instead", EXIT_USAGE)
     try:
         engine = Engine(config, resume=resume)
-    except ConfigError as error:
-        fail(str(error), EXIT_USAGE)
-    except TaskError as error:
-        fail(str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED)
-    except CheckpointError as error:
-        fail(f"cannot resume: {error}", EXIT_FAILED)
+    except (ConfigError, TaskError, CheckpointError) as error:
+        fail(*start_error(error))
+    started = claim_headless_run(engine.run_dir)
+    if started is None:
+        fail(f"{engine.run_dir} is being trained by a live run host; attach to it with "
+             f"`ctui attach {engine.run_dir}` instead", EXIT_USAGE)
+    engine.add_sink(EndRecorder(engine.run_dir, started))
 
     printer = ConsolePrinter(sys.stdout)
     _stop_on_signals(engine, printer)

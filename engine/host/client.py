@@ -22,8 +22,16 @@ from pathlib import Path
 from ..events import Command, Event
 from .errors import HostError, HostStartError, HostUnavailable, RunNotFound
 from .launch import start_host
-from .protocol import HISTORY_END, decode_event, encode, socket_address
-from .registry import RunInfo, find_live_run, host_is_live, list_runs, resolve_run, run_info
+from .protocol import HISTORY_END, HOST_FILE, decode_event, encode, socket_address
+from .registry import (
+    RunInfo,
+    find_live_run,
+    host_is_live,
+    list_runs,
+    read_json,
+    resolve_run,
+    run_info,
+)
 
 __all__ = ["HostError", "HostStartError", "HostUnavailable", "RunClient", "RunInfo",
            "RunNotFound", "find_live_run", "list_runs", "resolve_run", "start_host"]
@@ -54,7 +62,8 @@ class RunClient:
                     sock.connect(address)
             except OSError as error:
                 sock.close()
-                if not host_is_live(run_dir) or time.monotonic() >= deadline:
+                headless = read_json(run_dir / HOST_FILE).get("headless")
+                if headless or not host_is_live(run_dir) or time.monotonic() >= deadline:
                     raise HostUnavailable(_unavailable(run_dir, error)) from None
                 time.sleep(0.05)
                 continue
@@ -164,6 +173,10 @@ def _unavailable(run_dir: Path, error: OSError) -> str:
         status = run_info(run_dir).status
     except OSError:
         status = "unknown"
+    if status == "live" and read_json(run_dir / HOST_FILE).get("headless"):
+        pid = read_json(run_dir / HOST_FILE).get("pid")
+        return (f"run {run_dir.name} trains headless in process {pid}, which takes no commands; "
+                f"stop it with Ctrl-C in its terminal or `kill -TERM {pid}`")
     if status == "live":
         return f"run {run_dir.name} is starting or busy; try again ({error.strerror or error})"
     return f"run {run_dir.name} has no live host ({status or 'not a run'})"

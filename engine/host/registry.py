@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,11 @@ from typing import Any
 
 import psutil
 
-from ..runs import CONFIG_FILE, METRICS_FILE
+from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints
 from .errors import RunNotFound
 from .protocol import END_FILE, HOST_FILE, LOCK_NAME
 
 STATUSES = ("live", "finished", "stopped", "failed", "interrupted")
-# The name pattern of engine/checkpoint.py, which imports torch.
-CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -196,13 +193,8 @@ def last_epoch(run_dir: Path) -> int:
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    folder = run_dir / "checkpoints"
-    try:
-        names = [(tuple(map(int, match.groups()))[::-1], entry)
-                 for entry in os.listdir(folder) if (match := CHECKPOINT_NAME.match(entry))]
-    except OSError:
-        return None
-    return folder / max(names)[1] if names else None
+    committed = list_checkpoints(checkpoint_dir(run_dir))
+    return committed[-1] if committed else None
 
 
 def _started(run_dir: Path) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
 from ..events import Event, Failed, State, StateChanged
 from .protocol import END_FILE, HOST_FILE, LOCK_NAME, REQUEST_NAME
 from .registry import host_process_alive, read_json, write_json
@@ -63,16 +63,11 @@ def _build_engine(request: dict):
 
 def _start_error(error: Exception) -> tuple[str, int]:
     """The same one-line message and exit code `ctui train --headless` gives."""
-    from ..checkpoint import CheckpointError
-    from ..cli.errors import EXIT_FAILED, EXIT_USAGE
-    from ..tasks import TaskError
+    from ..cli.errors import EXIT_FAILED, start_error
 
-    if isinstance(error, ConfigError):
-        return str(error), EXIT_USAGE
-    if isinstance(error, TaskError):
-        return str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED
-    if isinstance(error, CheckpointError):
-        return f"cannot resume: {error}", EXIT_FAILED
+    known = start_error(error)
+    if known is not None:
+        return known
     traceback.print_exc()
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first}".rstrip(": "), EXIT_FAILED
@@ -159,6 +154,17 @@ class _QueueSink:
 
     def close(self) -> None:
         self.target.put(_END)
+
+
+def claim_headless_run(run_dir: Path) -> int | None:
+    """A headless run owns its folder as a host does (lock, host.json, end.json), so `ctui ls`
+    shows it live while it trains and how it ended; None if a live host already serves it."""
+    if _take_lock(run_dir, read_json(run_dir / HOST_FILE)) is None:
+        return None
+    started = time.time()
+    write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started, "headless": True,
+                                     "created": psutil.Process().create_time()})
+    return started
 
 
 def _take_lock(run_dir: Path, previous_host: dict) -> int | None:

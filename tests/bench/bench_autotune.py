@@ -25,12 +25,12 @@ from ctui.engine.tuning import _trial, autotune, batch_options, worker_options
 def build(config: RunConfig) -> Task:
     """FakeData at 1x28x28 through a costly blur-and-resize chain: loading dominates."""
     expensive = transforms.Compose([
-        transforms.Resize(112), transforms.GaussianBlur(9, sigma=2.0), transforms.Resize(28),
+        transforms.Resize(84), transforms.GaussianBlur(7, sigma=2.0), transforms.Resize(28),
         transforms.ToTensor(), transforms.Normalize((0.5,), (0.25,)),
     ])
-    train = datasets.FakeData(size=4096, image_size=(1, 28, 28), transform=expensive)
+    train = datasets.FakeData(size=2048, image_size=(1, 28, 28), transform=expensive)
     test = datasets.FakeData(size=256, image_size=(1, 28, 28), transform=expensive,
-                             random_offset=4096)
+                             random_offset=2048)
     return Task(model=Net(), train_dataset=train, test_dataset=test, loss=nll_loss,
                 name="fake-expensive")
 

@@ -12,7 +12,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ctui.tui.app import CtuiApp, Launch  # noqa: E402
 from standin import (  # noqa: E402
     RUN_NAME,
     FixedTelemetry,
@@ -21,6 +20,8 @@ from standin import (  # noqa: E402
     mid_run_events,
     snapshot,
 )
+
+from ctui.tui.app import CtuiApp, Launch  # noqa: E402
 
 # One second after the last recorded event: checkpoint ages read the same on every machine.
 FIXED_NOW = 1795779260.0

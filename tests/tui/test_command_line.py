@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from ctui.tui.main import main, panel_command
 
 

@@ -71,11 +71,18 @@ def test_ctui_trains_digits_detaches_and_attaches_again(tmp_path, isolated_runs)
         assert "it keeps training" in screen
 
         terminal.type(f"{CTUI} attach; echo PANEL-EXIT=$?")
-        screen = terminal.wait_for("finished", timeout=120)
-        lines = [line.split() for line in screen.splitlines()]
-        epochs = [line[0] for line in lines if line and line[0] in ("1", "2", "3")
-                  and "%" in " ".join(line)]
-        assert epochs == ["1", "2", "3"]  # every epoch in the table, two trained while detached
+        terminal.wait_for("finished", timeout=120)
+
+        def table_epochs() -> list[str]:
+            lines = [line.split() for line in terminal.screen().splitlines()]
+            return [line[0] for line in lines if line and line[0] in ("1", "2", "3")
+                    and "%" in " ".join(line)]
+
+        # The table redraws on the panel's next tick (a few per second), maybe after "finished".
+        deadline = time.monotonic() + 5
+        while table_epochs() != ["1", "2", "3"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert table_epochs() == ["1", "2", "3"]  # every epoch, two trained while detached
         terminal.press("q")
         terminal.wait_for("PANEL-EXIT=0")
     finally:

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 from conftest import RUN_NAME, attached, make_app, shown, until
+from standin import events_until, live_run, recorded_events
+
 from ctui.engine.config import max_num_workers
 from ctui.engine.events import (
     CheckpointNow,
@@ -32,7 +34,6 @@ from ctui.tui.keys import ACTIONS
 from ctui.tui.log_pane import LogPane
 from ctui.tui.picker_screen import PickerScreen
 from ctui.tui.tune_screen import TuneScreen
-from standin import events_until, live_run, recorded_events
 
 SIZE = (80, 24)
 

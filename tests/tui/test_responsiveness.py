@@ -7,11 +7,12 @@ import dataclasses
 import time
 
 from conftest import attached, make_app, until
+from standin import recorded_events
+
 from ctui.engine.events import EpochEnded, LogLine, Settings, StepLogged
 from ctui.tui.messages import RunEvent
 from ctui.tui.model import RunModel
 from ctui.tui.training_panel import TrainingPanel
-from standin import recorded_events
 
 
 def test_step_events_replace_each_other_but_nothing_else_does():
