@@ -107,6 +107,7 @@ class Engine:
         self._longest_save = 0.0
         self._started_at = 0.0
         self._epochs_timed = 0
+        self._finish_reported = 0.0
         self._retry_save = False
         self.trainer: Trainer | None = None
         self._advisor = Advisor()
@@ -415,6 +416,9 @@ class Engine:
         per_epoch = elapsed / self._epochs_timed
         left = self.config.epochs - event.epoch
         finish = time.time() + left * per_epoch
+        if self._epochs_timed > 1 and time.monotonic() - self._finish_reported < 600:
+            return  # once at the start, then every ten minutes: not a line per epoch
+        self._finish_reported = time.monotonic()
         message = (f"expected to finish at {_clock(finish)} ({left} epochs left at "
                    f"~{per_epoch:.0f}s each)")
         if self.config.time_limit:

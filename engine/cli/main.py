@@ -13,7 +13,11 @@ def build_parser() -> Parser:
     parser = Parser(prog="ctui", description=(
         "ctui: train PyTorch models on a rented GPU and watch them from the terminal. "
         "Runs are checkpointed, so a dropped SSH link or a reclaimed instance loses minutes, "
-        "not hours."))
+        "not hours."), epilog=(
+        "The control panel: `ctui` attaches to the live run (or offers to resume one, or "
+        "starts the default task); `ctui train [flags]` starts a run and opens the panel on "
+        "it; `ctui attach [RUN]` opens it on a live run. Quitting the panel never stops "
+        "training."))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = commands.add_parser(
         "train", help="start or resume a training run",
