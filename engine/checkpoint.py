@@ -96,6 +96,14 @@ def write_atomically(state: dict, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _lower_this_threads_priority() -> None:
+    """On Linux a thread has its own nice value: the writer yields the CPU to training."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 def _reason(failure: BaseException) -> str:
     """The OS's words for why a write failed ("No space left on device"), if it gave any."""
     seen: BaseException | None = failure
@@ -230,6 +238,7 @@ class CheckpointWriter:
             self._thread = None
 
     def _write(self, state: dict, pending: SaveResult) -> None:
+        _lower_this_threads_priority()
         start = time.perf_counter()
         path = Path(pending.path)
         error = ""

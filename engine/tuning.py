@@ -80,7 +80,12 @@ def autotune(trainer: Trainer, budget_seconds: float, cores: int,
             log(f"autotune: batch {original[0]}, {workers} workers: {speed:,.0f} samples/s")
         best_workers = max(rows, key=lambda row: row[2])[1] if rows else original[1]
         for batch_size in batch_options(original[0], len(indices)):
-            if over_budget():
+            # Even a cut-short trial runs its warm-up and two steps: skip one that cannot fit.
+            speed = rows[-1][2] if rows else 0.0
+            least = (WARMUP_STEPS + 2) * batch_size / speed if speed else 0.0
+            if over_budget() or time.monotonic() + least > deadline:
+                log(f"autotune: time budget of {budget_seconds:.0f}s used up before batch "
+                    f"{batch_size}")
                 break
             try:
                 speed = _trial(trainer, indices, batch_size, best_workers, deadline)

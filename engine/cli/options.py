@@ -26,24 +26,22 @@ def _int(minimum: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; use a number > 0") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; use a number > 0")
-    return value
+def _float(allowed: str, accept):
+    """A float flag: `allowed` says what is allowed ("a number > 0"), `accept` checks it."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use {allowed}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed; use {allowed}")
+        return value
+    parse.__name__ = "float"
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; use minutes >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; use minutes >= 0")
-    return value
+_positive_float = _float("a number > 0", lambda value: value > 0)
+_non_negative_minutes = _float("minutes >= 0", lambda value: value >= 0)
 
 
 def _duration(text: str) -> float:
@@ -121,7 +119,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                    help="continue from the newest valid checkpoint in --run-dir, or from CKPT")
     g.add_argument("--checkpoint-every-steps", type=_int(0), default=S, metavar="N",
                    help="also save every N steps (default: 0, off)")
-    g.add_argument("--checkpoint-every-minutes", type=_non_negative_float, default=S,
+    g.add_argument("--checkpoint-every-minutes", type=_non_negative_minutes, default=S,
                    metavar="M", help=f"also save every M minutes (default: "
                    f"{d.checkpoint_every_minutes:g}; 0 turns it off)")
     g.add_argument("--keep-checkpoints", type=_int(1), default=S, metavar="K",

@@ -15,7 +15,7 @@ import time
 
 from torchvision import datasets, transforms
 
-from ctui.engine import RunConfig, Task
+from ctui.engine import RunConfig, Task, tuning
 from ctui.engine.device import choose_placement
 from ctui.engine.loop import Trainer, seed_everything
 from ctui.engine.tasks.models import Net, nll_loss
@@ -25,7 +25,7 @@ from ctui.engine.tuning import _trial, autotune, batch_options, worker_options
 def build(config: RunConfig) -> Task:
     """FakeData at 1x28x28 through a costly blur-and-resize chain: loading dominates."""
     expensive = transforms.Compose([
-        transforms.Resize(84), transforms.GaussianBlur(7, sigma=2.0), transforms.Resize(28),
+        transforms.Resize(224), transforms.GaussianBlur(25, sigma=6.0), transforms.Resize(28),
         transforms.ToTensor(), transforms.Normalize((0.5,), (0.25,)),
     ])
     train = datasets.FakeData(size=2048, image_size=(1, 28, 28), transform=expensive)
@@ -39,7 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--batch-cap", type=int, default=256,
+                        help="largest batch size tried (the engine's cap is 4096; on a CPU-only "
+                        "machine the full grid up to that would take hours)")
     args = parser.parse_args()
+    tuning.BATCH_CAP = args.batch_cap
     config = RunConfig(task=f"{__file__}:build", device="cpu", tensorboard=False)
     seed_everything(config.seed)
     trainer = Trainer(config, build(config), choose_placement("cpu", False), lambda e: None)
