@@ -95,7 +95,7 @@ class Engine:
         self._history: list[Event] = []
         self._history_limit = 2 * KEEP_STEPS
         if self.resume_state is not None:  # earlier epochs, so a client sees the whole run
-            self._history.extend(EpochEnded(**{k: v for k, v in record.items() if k != "type"})
+            self._history.extend(Event.from_dict(record)
                                  for record in self.resume_state.get("history", []))
         self._thread: threading.Thread | None = None
         self._state = State.IDLE
@@ -108,7 +108,6 @@ class Engine:
         self._started_at = 0.0
         self._epochs_timed = 0
         self._finish_reported = 0.0
-        self._retry_save = False
         self.trainer: Trainer | None = None
         self._advisor = Advisor()
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
