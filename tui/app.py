@@ -17,6 +17,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 
 from ctui.engine.config import RunConfig, default_runs_dir, max_num_workers
 from ctui.engine.events import (
@@ -132,9 +133,13 @@ class CtuiApp(App[None]):
         """Push the model into the widgets, when something changed since the last time."""
         if not (self._dirty or force):
             return
-        self._dirty = False
         model = self.model
-        self.query_one(TrainingPanel).show(model)
+        try:
+            training = self.query_one(TrainingPanel)
+        except NoMatches:
+            return  # the screen is being built or torn down (quitting): nothing to draw into
+        self._dirty = False
+        training.show(model)
         self.query_one(GpuPanel).show(model)
         self.query_one(HostPanel).show(model)
         self.query_one(EpochTable).show_epochs(model.epochs)
