@@ -67,13 +67,12 @@ def _recorded_settings(run_dir: str | None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointError
+    from .errors import start_error
 
     try:
         config, resume = build_config(args)
-    except ConfigError as error:
-        fail(str(error), EXIT_USAGE)
-    except CheckpointError as error:
-        fail(f"cannot resume: {error}", EXIT_FAILED)
+    except (ConfigError, CheckpointError) as error:
+        fail(*start_error(error))
     if args.headless:
         return run_headless(config, resume)
     if getattr(args, "detach", False):
@@ -121,8 +120,8 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
         if isinstance(event, StateChanged) and event.state == State.PAUSED:
             printer.note(f"paused ({event.reason}): `kill -USR1 {os.getpid()}` continues, "
                          "Ctrl-C saves and stops")
-        if isinstance(event, Failed):
-            printer.note(event.detail, stream=sys.stderr) if os.environ.get("CTUI_DEBUG") else None
+        if isinstance(event, Failed) and os.environ.get("CTUI_DEBUG"):
+            printer.note(event.detail, stream=sys.stderr)  # the traceback, for bug reports
     printer.close()
     if final == State.STOPPED:
         printer.note(f"stopped; the last checkpoint is {engine.last_checkpoint}; continue with: "
