@@ -1,12 +1,15 @@
-"""The engine: the training loop on its own thread, driven by commands, reporting events.
+"""The engine: the training loop, driven by commands, reporting events.
 
     engine = Engine(RunConfig(task="digits", epochs=3))
-    engine.start()
+    engine.start()                  # trains on a thread of its own; a notebook stays live
     for event in engine.events():
         print(event)
 
-Commands go in through `send()` (thread-safe); events come out to sinks, callables that run on
-the engine thread and must be quick. Nothing mutable is shared: both are frozen value objects.
+`run()` trains on the calling thread instead, for a process with nothing else to do on it (the
+headless command, the run host): PyTorch's CPU kernels run measurably faster on the thread that
+owns the process's first OpenMP team (see tests/bench/bench_engine.py). Commands go in through
+`send()` (thread-safe, and safe in a signal handler); events come out to sinks, callables that
+run on the training thread and must be quick. Nothing mutable is shared: both are frozen values.
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ class Engine:
 
             check_fits(self.resume_state, self.task, str(self.resume_path))
         self._sinks: list[Sink] = []
-        self._commands: queue.Queue[Command] = queue.Queue()
+        # SimpleQueue: put() is reentrant, so a signal handler may send() on the training thread.
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._subscribers: list[queue.Queue] = []
         self._lock = threading.Lock()  # guards _subscribers and _history
         self._history: list[Event] = []
@@ -97,7 +101,8 @@ class Engine:
         if self.resume_state is not None:  # earlier epochs, so a client sees the whole run
             self._history.extend(Event.from_dict(record)
                                  for record in self.resume_state.get("history", []))
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the training thread, once started
+        self._done = threading.Event()  # set when the run has ended and its sinks are closed
         self._state = State.IDLE
         self._saves: queue.Queue[SaveResult] = queue.Queue()
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
@@ -143,10 +148,23 @@ class Engine:
         self._sinks.append(sink)
 
     def start(self) -> Engine:
-        if self._thread is None:
+        """Train on a background thread; returns at once."""
+        with self._lock:
+            if self._thread is not None:
+                return self
             self._thread = threading.Thread(target=self._run, name="ctui-engine", daemon=True)
-            self._thread.start()
+        self._thread.start()
         return self
+
+    def run(self) -> str:
+        """Train on the calling thread until the run ends; returns the final state. Commands
+        still arrive through send() from other threads or signal handlers."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("this run has already been started")
+            self._thread = threading.current_thread()
+        self._run()
+        return self._state
 
     def send(self, command: Command) -> None:
         """Thread-safe; applied at the next step boundary."""
@@ -178,8 +196,7 @@ class Engine:
         subscriber: queue.Queue = queue.Queue()
         with self._lock:
             past = list(self._history) if history else []
-            ended = self._state in State.ENDED and self._thread is not None \
-                and not self._thread.is_alive()
+            ended = self._done.is_set()
             if not ended:
                 self._subscribers.append(subscriber)
         yield from past
@@ -194,7 +211,7 @@ class Engine:
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends (or the timeout passes); returns the state."""
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._done.wait(timeout)
         return self._state
 
     @property
@@ -325,6 +342,7 @@ class Engine:
                     pass
         with self._lock:
             subscribers, self._subscribers = self._subscribers, []
+            self._done.set()
         for subscriber in subscribers:
             subscriber.put(_END)
 
@@ -341,12 +359,8 @@ class Engine:
         self._steps_since_save += 1
         self._drain_saves()
         paused = 0.0
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            paused += self._apply(command)
+        while not self._commands.empty():
+            paused += self._apply(self._commands.get())
         self._check_time_limit()
         if self._checkpoint_due():
             self._save_checkpoint(self.trainer)
@@ -394,7 +408,10 @@ class Engine:
         start = time.monotonic()
         self._emit(StateChanged(state=State.PAUSED, reason=reason))
         while True:
-            command = self._commands.get()
+            try:  # a timeout, so signal handlers on this thread run promptly
+                command = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if isinstance(command, Resume):
                 break
             if isinstance(command, Pause):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
+
+READ_EVERY_SECONDS = 1.0  # NVML itself averages utilisation over 1/6 s to 1 s
 
 
 class GpuUtilisation:
@@ -11,6 +15,7 @@ class GpuUtilisation:
     def __init__(self, device: torch.device) -> None:
         self._nvml = None
         self._handle = None
+        self._last: tuple[float, float | None] = (float("-inf"), None)  # (when, value)
         if device.type != "cuda":
             return
         try:
@@ -24,12 +29,18 @@ class GpuUtilisation:
             self._handle = None
 
     def read(self) -> float | None:
+        """At most one NVML call a second: the training thread calls this at each log line."""
         if self._handle is None:
             return None
+        now = time.monotonic()
+        if now - self._last[0] < READ_EVERY_SECONDS:
+            return self._last[1]
         try:
-            return self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100.0
+            value = self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100.0
         except Exception:
-            return None
+            value = None
+        self._last = (now, value)
+        return value
 
 
 def _handle(pynvml, index: int):

@@ -204,7 +204,7 @@ class Trainer:
         self.model.train()
         if self.placement.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        cuda_spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        gpu_timer = _GpuTimer() if self.placement.is_cuda else None
         interval = _Interval()
         paused_seconds = 0.0
         epoch_start = time.perf_counter()
@@ -221,20 +221,19 @@ class Trainer:
                 step_start = time.perf_counter()
                 meter.data_seconds += step_start - fetch_start
                 interval.data_seconds += step_start - fetch_start
-                if self.placement.is_cuda:
-                    start_event = torch.cuda.Event(enable_timing=True)
-                    start_event.record()
+                if gpu_timer is not None:
+                    gpu_timer.start()
                 try:
                     loss = self._step(self._to_device(data), self._to_device(target))
                 except torch.OutOfMemoryError:
                     del data, target
+                    if gpu_timer is not None:
+                        gpu_timer.cancel()
                     self._recover_from_oom()  # the same samples come again, in smaller batches
                     break
                 self._good_batch_size = self.batch_size
-                if self.placement.is_cuda:
-                    end_event = torch.cuda.Event(enable_timing=True)
-                    end_event.record()
-                    cuda_spans.append((start_event, end_event))
+                if gpu_timer is not None:
+                    gpu_timer.stop()
                 else:
                     spent = time.perf_counter() - step_start
                     meter.compute_seconds += spent
@@ -248,16 +247,16 @@ class Trainer:
                 if meter.steps % self.config.log_interval == 0 or \
                         progress.position >= self.sampler.samples_per_epoch:
                     # Reading GPU timings and the loss synchronises: only at the log interval.
-                    gpu = _collect(cuda_spans)
+                    gpu = gpu_timer.collect() if gpu_timer is not None else 0.0
                     meter.compute_seconds += gpu
                     interval.compute_seconds += gpu
                     meter.loss_sum += interval.loss_total()
                     self._log_step(meter, interval)
                     interval = _Interval()
                 paused_seconds += self.boundary()
-        if self.placement.is_cuda:
+        if gpu_timer is not None:
             torch.cuda.synchronize(self.device)
-        meter.compute_seconds += _collect(cuda_spans)
+            meter.compute_seconds += gpu_timer.collect()
         meter.loss_sum += interval.loss_total()
         meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds
 
@@ -348,33 +347,72 @@ class Trainer:
 
 
 class _Interval:
-    """Loss and timing since the last logged step."""
+    """Loss and timing since the last logged step. The losses stay on the device, unsummed, until
+    read: adding them up as they come would launch kernels every step."""
 
     def __init__(self) -> None:
         self.data_seconds = 0.0
         self.compute_seconds = 0.0
         self.samples = 0
-        self._loss: torch.Tensor | float | None = None
+        self._losses: list[torch.Tensor] = []
+        self._counts: list[int] = []
+        self._total: float | None = None
 
     def add(self, loss: torch.Tensor, count: int) -> None:
-        weighted = loss.float() * count
-        self._loss = weighted if self._loss is None else self._loss + weighted
+        self._losses.append(loss)
+        self._counts.append(count)
         self.samples += count
 
     def loss_total(self) -> float:
-        if isinstance(self._loss, torch.Tensor):
-            self._loss = float(self._loss.item())  # one device sync, then cached
-        return self._loss or 0.0
+        """The count-weighted sum of the losses: one device sync, then cached."""
+        if self._total is None:
+            if not self._losses:
+                self._total = 0.0
+            else:
+                losses = torch.stack(self._losses).float()
+                weights = torch.tensor(self._counts, dtype=torch.float32).to(losses.device)
+                self._total = float((losses * weights).sum().item())
+            self._losses.clear()
+        return self._total
 
     def loss_mean(self) -> float:
         return self.loss_total() / self.samples if self.samples else 0.0
 
 
-def _collect(spans: list) -> float:
-    """Seconds of GPU time in recorded (start, end) event pairs; empties the list."""
-    if not spans:
-        return 0.0
-    spans[-1][1].synchronize()
-    seconds = sum(start.elapsed_time(end) for start, end in spans) / 1000.0
-    spans.clear()
-    return seconds
+class _GpuTimer:
+    """GPU time of steps, from CUDA events read only when collected (reading synchronises).
+    Events are reused: making two per step costs host time a small model's step cannot spare."""
+
+    def __init__(self) -> None:
+        self._free: list[torch.cuda.Event] = []
+        self._spans: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._open: torch.cuda.Event | None = None
+
+    def _event(self) -> torch.cuda.Event:
+        event = self._free.pop() if self._free else torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        self._open = self._event()
+
+    def stop(self) -> None:
+        self._spans.append((self._open, self._event()))
+        self._open = None
+
+    def cancel(self) -> None:
+        """The step failed: its start event goes back unused."""
+        if self._open is not None:
+            self._free.append(self._open)
+            self._open = None
+
+    def collect(self) -> float:
+        """Seconds of GPU time since the last collect."""
+        if not self._spans:
+            return 0.0
+        self._spans[-1][1].synchronize()
+        seconds = sum(start.elapsed_time(end) for start, end in self._spans) / 1000.0
+        for pair in self._spans:
+            self._free.extend(pair)
+        self._spans.clear()
+        return seconds

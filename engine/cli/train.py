@@ -89,7 +89,7 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     """Train in this process, one line per epoch; signals checkpoint and stop cleanly."""
     from ..checkpoint import CheckpointError
     from ..control import Engine
-    from ..events import Failed, State, StateChanged
+    from ..events import State
     from ..host.registry import host_is_live
     from ..host.serve import EndRecorder, claim_headless_run
     from ..tasks import TaskError
@@ -110,18 +110,9 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     engine.add_sink(EndRecorder(engine.run_dir, started))
 
     printer = ConsolePrinter(sys.stdout)
-    _stop_on_signals(engine, printer)
-    engine.start()
-    final = State.FAILED
-    for event in engine.events():
-        printer.show(event)
-        if isinstance(event, StateChanged) and event.state in State.ENDED:
-            final = event.state
-        if isinstance(event, StateChanged) and event.state == State.PAUSED:
-            printer.note(f"paused ({event.reason}): `kill -USR1 {os.getpid()}` continues, "
-                         "Ctrl-C saves and stops")
-        if isinstance(event, Failed) and os.environ.get("CTUI_DEBUG"):
-            printer.note(event.detail, stream=sys.stderr)  # the traceback, for bug reports
+    engine.add_sink(HeadlessView(printer))
+    _stop_on_signals(engine)
+    final = engine.run()  # on this, the main, thread: the fastest for PyTorch's CPU kernels
     printer.close()
     if final == State.STOPPED:
         printer.note(f"stopped; the last checkpoint is {engine.last_checkpoint}; continue with: "
@@ -130,21 +121,48 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     return EXIT_OK if final == State.FINISHED else EXIT_FAILED
 
 
-def _stop_on_signals(engine, printer) -> None:
+class HeadlessView:
+    """The console output of a headless run: a sink, so it runs on the training thread."""
+
+    name = "console"
+
+    def __init__(self, printer) -> None:
+        self.printer = printer
+
+    def __call__(self, event) -> None:
+        from ..events import Failed, State, StateChanged
+
+        self.printer.show(event)
+        if isinstance(event, StateChanged) and event.state == State.PAUSED:
+            self.printer.note(f"paused ({event.reason}): `kill -USR1 {os.getpid()}` continues, "
+                              "Ctrl-C saves and stops")
+        if isinstance(event, Failed) and os.environ.get("CTUI_DEBUG"):
+            self.printer.note(event.detail, stream=sys.stderr)  # the traceback, for bug reports
+
+
+def _stop_on_signals(engine) -> None:
     """SIGTERM, SIGINT, SIGHUP: checkpoint at the next step and exit. A second SIGINT quits at
-    once; the last committed checkpoint is intact either way."""
+    once; the last committed checkpoint is intact either way.
+
+    The handlers run on the training thread, between two bytecodes of whatever it was doing:
+    they write with os.write (a buffered print could be in the middle of a write) and only
+    queue a command, which the engine applies at the next step boundary."""
     received: list[int] = []
 
     def handle(signum, frame) -> None:
         name = signal.Signals(signum).name
         if received and signum == signal.SIGINT:
-            printer.note(f"{name} again: quitting without waiting for the checkpoint")
+            _say(f"{name} again: quitting without waiting for the checkpoint")
             os._exit(130)
         received.append(signum)
-        printer.note(f"{name} received: saving a checkpoint at the next step, then stopping")
+        _say(f"{name} received: saving a checkpoint at the next step, then stopping")
         engine.stop(f"{name} received")
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handle)
     # Headless runs have no panel: SIGUSR1 resumes a run paused by a failed checkpoint.
     signal.signal(signal.SIGUSR1, lambda signum, frame: engine.resume())
+
+
+def _say(text: str) -> None:
+    os.write(sys.stderr.fileno(), f"{text}\n".encode())

@@ -31,8 +31,9 @@ def make_app(script=None, runs=None, sample: str = "no_gpu", launch: Launch | No
              **kwargs) -> tuple[CtuiApp, ScriptedBackend]:
     backend = ScriptedBackend(runs=[live_run()] if runs is None else runs,
                               scripts={RUN_NAME: mid_run_events() if script is None else script})
+    kwargs.setdefault("telemetry", lambda emit: FixedTelemetry(emit, snapshot(sample)
+                                                               if sample else None))
     app = CtuiApp(launch or Launch(mode="auto", runs_dir=Path("runs")), backend=backend,
-                  telemetry=lambda emit: FixedTelemetry(emit, snapshot(sample) if sample else None),
                   clock=lambda: FIXED_NOW, **kwargs)
     return app, backend
 
