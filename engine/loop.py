@@ -366,12 +366,11 @@ class _Interval:
     def loss_total(self) -> float:
         """The count-weighted sum of the losses: one device sync, then cached."""
         if self._total is None:
-            if not self._losses:
-                self._total = 0.0
-            else:
-                losses = torch.stack(self._losses).float()
-                weights = torch.tensor(self._counts, dtype=torch.float32).to(losses.device)
-                self._total = float((losses * weights).sum().item())
+            # One device-to-host copy; the weighting is a few multiplications on the host.
+            values = (torch.stack(self._losses).tolist() if len(self._losses) > 1
+                      else [loss.item() for loss in self._losses])
+            self._total = math.fsum(value * count for value, count in zip(values, self._counts,
+                                                                             strict=True))
             self._losses.clear()
         return self._total
 
