@@ -104,7 +104,7 @@ class Engine:
         self._thread: threading.Thread | None = None  # the training thread, once started
         self._done = threading.Event()  # set when the run has ended and its sinks are closed
         self._state = State.IDLE
-        self._saves: queue.Queue[SaveResult] = queue.Queue()
+        self._saves: queue.SimpleQueue[SaveResult] = queue.SimpleQueue()
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
         self._last_save_time = time.monotonic()
         self._steps_since_save = 0
@@ -480,11 +480,8 @@ class Engine:
         return state
 
     def _drain_saves(self) -> None:
-        while True:
-            try:
-                result = self._saves.get_nowait()
-            except queue.Empty:
-                return
+        while not self._saves.empty():  # polled every step: no exception when empty
+            result = self._saves.get()
             self._longest_save = max(self._longest_save, result.seconds)
             if result.error:
                 self._log(f"checkpoint {result.path} failed: {result.error}; the previous "

@@ -22,9 +22,10 @@ from ctui.engine.events import LogLine, StateChanged
 from helpers import REPO, run_ctui, tiny
 
 # Two digits epochs of 23 steps, a checkpoint every 5 steps: kills land between, during and
-# after mid-epoch saves. Deterministic on the CPU: same seed, same thread count.
+# after mid-epoch saves. Deterministic on the CPU (same seed, same thread count), even on a GPU
+# machine, where cuDNN's kernels would not be bit-reproducible (tests/test_cuda.py covers that).
 RUN_FLAGS = ["--epochs", "2", "--batch-size", "64", "--log-interval", "1",
-             "--checkpoint-every-steps", "5", "--no-tensorboard"]
+             "--checkpoint-every-steps", "5", "--no-tensorboard", "--device", "cpu"]
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -104,16 +104,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--log-interval", type=int, default=1,
                         help="both read the loss every this many steps (a device sync on GPUs)")
-    parser.add_argument("--no-checkpoints", action="store_true",
-                        help="skip the engine's epoch-end checkpoints, to see what they cost: "
-                        "the bare loop saves none")
+    parser.add_argument("--with-checkpoints", action="store_true",
+                        help="let the engine save its epoch-end checkpoints (the bare loop saves "
+                        "none, so the work is no longer identical): what checkpointing costs")
     args = parser.parse_args()
-    if args.no_checkpoints:
-        Engine._save_checkpoint = lambda self, trainer: None
+    if not args.with_checkpoints:
+        Engine._save_checkpoint = lambda self, trainer: None  # identical work: no saves
     config = RunConfig(task=args.task, epochs=args.epochs, log_interval=args.log_interval,
                        device=args.device, tensorboard=False, checkpoint_every_minutes=0)
     print(f"device {choose_placement(config.device, False).device}, task {config.task}, "
-          f"{config.epochs} epochs, loss read every {config.log_interval} steps")
+          f"{config.epochs} epochs, loss read every {config.log_interval} steps, engine "
+          f"checkpoints {'on' if args.with_checkpoints else 'off'}")
     runs = {"bare": lambda: bare_loop(config),
             "engine": lambda: engine_run(config),
             "bare on a thread": lambda: on_a_thread(bare_loop, config),
@@ -129,9 +130,15 @@ def main() -> None:
             speeds[name].append(statistics.median(per_epoch))
         if repeat == 0:
             bare, engine = losses["bare"], losses["engine"]
-            same = len(bare) == len(engine) and all(
-                abs(a - b) <= 1e-5 * max(1.0, abs(a)) for a, b in zip(bare, engine, strict=True))
-            print(f"same losses for the same seed: {same} ({len(bare)} logged steps)")
+            if len(bare) != len(engine):
+                print(f"same losses for the same seed: False ({len(bare)} logged steps bare, "
+                      f"{len(engine)} engine)")
+            else:
+                worst = max(abs(a - b) / max(1.0, abs(a))
+                            for a, b in zip(bare, engine, strict=True))
+                # cuDNN's fastest kernels are not bit-reproducible: allow float noise there.
+                print(f"same losses for the same seed: {worst <= 1e-5} ({len(bare)} logged "
+                      f"steps, largest relative difference {worst:.1e})")
         now = {name: values[-1] for name, values in speeds.items()}
         ratios.append(now["engine"] / now["bare"])
         thread_ratios.append(now["engine on a thread"] / now["bare on a thread"])
