@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import pytest
@@ -19,6 +21,39 @@ def test_digits_reaches_90_percent_within_3_epochs():
     assert len(epochs) == 3
     assert epochs[-1].test_accuracy >= 0.90
     assert epochs[-1].test_loss < epochs[0].test_loss
+
+
+def test_ctrl_c_in_train_stops_with_a_checkpoint_that_resume_continues(tmp_path):
+    config = tiny(epochs=2, batch_size=64, log_interval=1, run_dir=str(tmp_path / "run"))
+    seen: list[int] = []
+
+    def interrupt_at_step_5(event):
+        if isinstance(event, StepLogged):
+            seen.append(event.global_step)
+            if event.global_step == 5:
+                os.kill(os.getpid(), signal.SIGINT)  # what a notebook's interrupt sends
+
+    with pytest.raises(KeyboardInterrupt, match="resume=True"):
+        train(config, on_event=interrupt_at_step_5)
+    stopped_at = seen[-1]
+    assert 5 <= stopped_at < 46
+    seen.clear()
+    epochs = train(config, resume=True, on_event=interrupt_at_step_5)
+    assert seen[0] == stopped_at + 1 and seen[-1] == 46  # 23 steps an epoch
+    assert [epoch.epoch for epoch in epochs] == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_error_in_on_event_stops_the_run_and_reaches_the_caller(tmp_path):
+    from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints
+
+    def broken(event):
+        if isinstance(event, StepLogged):
+            raise ValueError("my callback is broken")
+
+    with pytest.raises(ValueError, match="my callback is broken"):
+        train(tiny(run_dir=str(tmp_path / "run")), on_event=broken)
+    assert list_checkpoints(checkpoint_dir(tmp_path / "run"))  # stopped with a checkpoint
 
 
 def test_event_sequence_of_a_short_run():
