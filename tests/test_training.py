@@ -56,6 +56,18 @@ def test_an_error_in_on_event_stops_the_run_and_reaches_the_caller(tmp_path):
     assert list_checkpoints(checkpoint_dir(tmp_path / "run"))  # stopped with a checkpoint
 
 
+def test_run_trains_on_the_calling_thread_and_returns_the_final_state():
+    import threading
+
+    threads = set()
+    engine = Engine(tiny(), sinks=[lambda event: threads.add(threading.current_thread())])
+    assert engine.run() == State.FINISHED
+    assert threads == {threading.current_thread()}
+    assert [type(e) for e in engine.events()][-1] is StateChanged  # the history, then done
+    with pytest.raises(RuntimeError, match="already been started"):
+        engine.run()
+
+
 def test_event_sequence_of_a_short_run():
     engine = Engine(tiny(epochs=2)).start()
     events = list(engine.events())
