@@ -165,4 +165,7 @@ def _stop_on_signals(engine) -> None:
 
 
 def _say(text: str) -> None:
-    os.write(sys.stderr.fileno(), f"{text}\n".encode())
+    try:
+        os.write(2, f"{text}\n".encode())  # unbuffered: safe inside a signal handler
+    except OSError:
+        pass  # stderr closed: the stop goes ahead all the same

@@ -162,8 +162,11 @@ def _take_lock(run_dir: Path, previous_host: dict) -> int | None:
 def _stop_on_signals(engine) -> None:
     def handle(signum, frame) -> None:  # on the training thread: os.write, not print
         name = signal.Signals(signum).name
-        os.write(sys.stdout.fileno(),
-                 f"{name} received: saving a checkpoint at the next step, then stopping\n".encode())
+        try:
+            os.write(1, f"{name} received: saving a checkpoint at the next step, then "
+                        "stopping\n".encode())
+        except OSError:
+            pass  # host.log gone: the stop goes ahead all the same
         engine.stop(f"{name} received")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
