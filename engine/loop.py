@@ -113,6 +113,7 @@ class Trainer:
         self._test_loader: DataLoader | None = None
         self._loader_stale = False
         self._meter: EpochMeter | None = None
+        self._gpu_timer = _GpuTimer() if placement.is_cuda else None
 
     # ------------------------------------------------------------ loaders
 
@@ -204,7 +205,7 @@ class Trainer:
         self.model.train()
         if self.placement.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        gpu_timer = _GpuTimer() if self.placement.is_cuda else None
+        gpu_timer = self._gpu_timer
         interval = _Interval()
         paused_seconds = 0.0
         epoch_start = time.perf_counter()

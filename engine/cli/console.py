@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -12,6 +13,7 @@ from ..events import (
     Failed,
     LogLine,
     Settings,
+    State,
     StateChanged,
     StepLogged,
 )
@@ -119,3 +121,32 @@ class ConsolePrinter:
 
     def close(self) -> None:
         self._end_bar()
+
+
+class ConsoleSink:
+    """A ConsolePrinter as an engine sink: it runs on the training thread, as events happen.
+
+    tracebacks: print a failure's traceback to stderr. paused_hint: told when the run pauses."""
+
+    def __init__(self, printer: ConsolePrinter, *, name: str = "console",
+                 tracebacks: bool = False, paused_hint: str = "") -> None:
+        self.printer = printer
+        self.name = name
+        self.tracebacks = tracebacks
+        self.paused_hint = paused_hint
+
+    def __call__(self, event: Event) -> None:
+        self.printer.show(event)
+        if self.paused_hint and isinstance(event, StateChanged) and event.state == State.PAUSED:
+            self.printer.note(f"paused ({event.reason}): {self.paused_hint}")
+        if self.tracebacks and isinstance(event, Failed) and event.detail:
+            self.printer.note(event.detail, stream=sys.stderr)
+
+
+def say_now(text: str, fd: int = 2) -> None:
+    """Write a line unbuffered: safe inside a signal handler, where a print could land in the
+    middle of another write. A closed stream is ignored: what the handler does goes ahead."""
+    try:
+        os.write(fd, f"{text}\n".encode())
+    except OSError:
+        pass

@@ -93,7 +93,7 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     from ..host.registry import host_is_live
     from ..host.serve import EndRecorder, claim_headless_run
     from ..tasks import TaskError
-    from .console import ConsolePrinter
+    from .console import ConsolePrinter, ConsoleSink
     from .errors import start_error
 
     if config.run_dir and host_is_live(Path(config.run_dir)):
@@ -110,7 +110,9 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     engine.add_sink(EndRecorder(engine.run_dir, started))
 
     printer = ConsolePrinter(sys.stdout)
-    engine.add_sink(HeadlessView(printer))
+    engine.add_sink(ConsoleSink(
+        printer, tracebacks=bool(os.environ.get("CTUI_DEBUG")),  # tracebacks for bug reports
+        paused_hint=f"`kill -USR1 {os.getpid()}` continues, Ctrl-C saves and stops"))
     _stop_on_signals(engine)
     final = engine.run()  # on this, the main, thread: the fastest for PyTorch's CPU kernels
     printer.close()
@@ -121,51 +123,27 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     return EXIT_OK if final == State.FINISHED else EXIT_FAILED
 
 
-class HeadlessView:
-    """The console output of a headless run: a sink, so it runs on the training thread."""
-
-    name = "console"
-
-    def __init__(self, printer) -> None:
-        self.printer = printer
-
-    def __call__(self, event) -> None:
-        from ..events import Failed, State, StateChanged
-
-        self.printer.show(event)
-        if isinstance(event, StateChanged) and event.state == State.PAUSED:
-            self.printer.note(f"paused ({event.reason}): `kill -USR1 {os.getpid()}` continues, "
-                              "Ctrl-C saves and stops")
-        if isinstance(event, Failed) and os.environ.get("CTUI_DEBUG"):
-            self.printer.note(event.detail, stream=sys.stderr)  # the traceback, for bug reports
-
-
 def _stop_on_signals(engine) -> None:
     """SIGTERM, SIGINT, SIGHUP: checkpoint at the next step and exit. A second SIGINT quits at
     once; the last committed checkpoint is intact either way.
 
     The handlers run on the training thread, between two bytecodes of whatever it was doing:
-    they write with os.write (a buffered print could be in the middle of a write) and only
+    they write with say_now (a buffered print could be in the middle of a write) and only
     queue a command, which the engine applies at the next step boundary."""
+    from .console import say_now
+
     received: list[int] = []
 
     def handle(signum, frame) -> None:
         name = signal.Signals(signum).name
         if received and signum == signal.SIGINT:
-            _say(f"{name} again: quitting without waiting for the checkpoint")
+            say_now(f"{name} again: quitting without waiting for the checkpoint")
             os._exit(130)
         received.append(signum)
-        _say(f"{name} received: saving a checkpoint at the next step, then stopping")
+        say_now(f"{name} received: saving a checkpoint at the next step, then stopping")
         engine.stop(f"{name} received")
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handle)
     # Headless runs have no panel: SIGUSR1 resumes a run paused by a failed checkpoint.
     signal.signal(signal.SIGUSR1, lambda signum, frame: engine.resume())
-
-
-def _say(text: str) -> None:
-    try:
-        os.write(2, f"{text}\n".encode())  # unbuffered: safe inside a signal handler
-    except OSError:
-        pass  # stderr closed: the stop goes ahead all the same

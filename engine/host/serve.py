@@ -77,7 +77,7 @@ def _start_failed(run_dir: Path, message: str, code: int) -> int:
 
 
 def _serve(engine, run_dir: Path, started: float) -> int:
-    from ..cli.console import ConsolePrinter
+    from ..cli.console import ConsolePrinter, ConsoleSink
     from ..cli.errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 
     server = HostServer(run_dir, engine.send)
@@ -86,27 +86,13 @@ def _serve(engine, run_dir: Path, started: float) -> int:
     printer = ConsolePrinter(sys.stdout)  # host.log reads like a headless run's output
     engine.add_sink(EndRecorder(run_dir, started))  # before the broadcast: see EndRecorder
     engine.add_sink(server.publish)
-    engine.add_sink(_HostLog(printer))
+    engine.add_sink(ConsoleSink(printer, name="host log", tracebacks=True))
     _stop_on_signals(engine)
     server.start()
     final = engine.run()  # on the main thread: the fastest for PyTorch's CPU kernels
     printer.close()
     server.shutdown()
     return {State.FINISHED: EXIT_OK, State.STOPPED: EXIT_STOPPED}.get(final, EXIT_FAILED)
-
-
-class _HostLog:
-    """What a headless run would print, into host.log; a sink on the training thread."""
-
-    name = "host log"
-
-    def __init__(self, printer) -> None:
-        self.printer = printer
-
-    def __call__(self, event: Event) -> None:
-        self.printer.show(event)
-        if isinstance(event, Failed) and event.detail:
-            self.printer.note(event.detail, stream=sys.stderr)
 
 
 class EndRecorder:
@@ -160,13 +146,11 @@ def _take_lock(run_dir: Path, previous_host: dict) -> int | None:
 
 
 def _stop_on_signals(engine) -> None:
-    def handle(signum, frame) -> None:  # on the training thread: os.write, not print
+    from ..cli.console import say_now
+
+    def handle(signum, frame) -> None:  # on the training thread: no print
         name = signal.Signals(signum).name
-        try:
-            os.write(1, f"{name} received: saving a checkpoint at the next step, then "
-                        "stopping\n".encode())
-        except OSError:
-            pass  # host.log gone: the stop goes ahead all the same
+        say_now(f"{name} received: saving a checkpoint at the next step, then stopping", fd=1)
         engine.stop(f"{name} received")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
