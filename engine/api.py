@@ -31,8 +31,8 @@ def train(config: RunConfig | None = None, *, resume: str | bool | None = None,
     if relay.error is not None:
         raise relay.error
     if interrupted:
-        raise KeyboardInterrupt(f"stopped with a checkpoint in {engine.run_dir}; "
-                                "train(..., resume=True) continues")
+        raise KeyboardInterrupt(f"stopped with a checkpoint in {engine.run_dir}; continue with "
+                                f"train(..., resume=True, run_dir={str(engine.run_dir)!r})")
     for event in engine.history:
         if isinstance(event, Failed):
             raise RuntimeError(event.message)

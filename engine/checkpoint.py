@@ -7,11 +7,16 @@ the folder fsynced, so a crash at any moment leaves either the old set or the ne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
+import pickle
 import re
 import threading
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +26,28 @@ import torch
 
 # Naming lives in the torch-free runs module so `ctui ls` and the panel can list checkpoints.
 from .runs import checkpoint_dir, checkpoint_name, list_checkpoints
+from .safefs import TEMP_SUFFIX, create_temp, fsync_dir, open_regular
 
 __all__ = ["checkpoint_dir", "checkpoint_name", "list_checkpoints"]
 
-FORMAT_VERSION = 1
-TEMP_SUFFIX = ".tmp"
+FORMAT_VERSION = 2  # 2: with a payload checksum
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(Exception):
-    """A checkpoint cannot be used; the message names the file and why."""
+    """A checkpoint cannot be used; the message names the file and why. `corrupt`: the file
+    itself is damaged (not merely unloadable now)."""
+
+    def __init__(self, message: str, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
+
+
+# What resume needs, by type; a loadable file that lacks one is refused, not trained on.
+CHECKPOINT_FIELDS: dict[str, type] = {
+    "task": str, "config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+    "scaler": dict, "rng": dict, "progress": dict, "history": list, "settings": dict,
+}
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -81,19 +99,53 @@ class StagingBuffers:
 
 
 def write_atomically(state: dict, path: Path) -> None:
-    """temp file -> flush -> fsync -> rename -> fsync folder. Raises OSError on a full disk."""
-    temp = path.with_name(path.name + TEMP_SUFFIX)
+    """checksum -> temp file (O_EXCL, unguessable name) -> fsync -> rename -> fsync folder.
+    Raises OSError on a full disk; a planted link is never written through."""
+    state = {**state, "checksum": payload_checksum(state)}
+    temp, fd = create_temp(path)
     try:
-        with open(temp, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o600)
         os.replace(temp, path)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+def payload_checksum(state: Any) -> int:
+    """CRC-32 of everything in a checkpoint but its checksum: tensors' bytes, dtypes and
+    shapes, and every other value. A flipped byte in the weights loads without an error from
+    torch.load; this finds it."""
+    crc = 0
+
+    def add(value: Any) -> None:
+        nonlocal crc
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            crc = zlib.crc32(f"T{tensor.dtype}{tuple(value.shape)}".encode(), crc)
+            crc = zlib.crc32(tensor.view(torch.uint8).numpy(), crc)
+        elif isinstance(value, dict):
+            crc = zlib.crc32(b"{", crc)
+            for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+                if key == "checksum" and value is state:
+                    continue
+                crc = zlib.crc32(repr(key).encode(), crc)
+                add(value[key])
+            crc = zlib.crc32(b"}", crc)
+        elif isinstance(value, (list, tuple)):
+            crc = zlib.crc32(b"[", crc)
+            for item in value:
+                add(item)
+            crc = zlib.crc32(b"]", crc)
+        else:
+            crc = zlib.crc32(repr(value).encode(), crc)
+
+    add(state)
+    return crc
 
 
 def _lower_this_threads_priority() -> None:
@@ -114,31 +166,81 @@ def _reason(failure: BaseException) -> str:
     return str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def load_checkpoint(path: str | os.PathLike[str]) -> dict:
-    """Load with weights_only=True and nothing else: a file that would run code is refused."""
+    """Load with weights_only=True and nothing else (a file that would run code is refused),
+    from a regular file only, and check its checksum and its fields. CheckpointError.corrupt
+    says whether the file itself is bad (a format error or a checksum mismatch) or it could not
+    be used now (out of memory, an I/O error): only a bad file may be moved aside."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
+    except OSError as error:
+        reason = "a symbolic link (ctui follows none: give the file itself)" \
+            if error.errno == errno.ELOOP else (error.strerror or str(error))
+        raise CheckpointError(f"{path}: cannot open it: {reason}") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise CheckpointError(f"{path}: refused, it contains objects that would run code when "
-                                  f"loaded ({_unsafe_global(str(error))}); ctui only loads plain "
-                                  "tensors and values") from None
-        raise CheckpointError(f"{path}: unreadable or truncated ({first})") from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: not a ctui checkpoint of format {FORMAT_VERSION}")
+        raise _load_error(path, error) from None
+    if not isinstance(state, dict) or state.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path}: not a ctui checkpoint of format {FORMAT_VERSION}",
+                              corrupt=True)
+    if state["format_version"] >= 2 and state.get("checksum") != payload_checksum(state):
+        raise CheckpointError(f"{path}: its checksum does not match its contents (a damaged "
+                              "file)", corrupt=True)
+    problem = schema_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: not a usable ctui checkpoint: {problem}")
     return state
+
+
+def _load_error(path: Path, error: Exception) -> CheckpointError:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "weights_only" in text or "Unsupported global" in text:
+        return CheckpointError(f"{path}: refused, it contains objects that would run code when "
+                               f"loaded ({_unsafe_global(text)}); ctui only loads plain tensors "
+                               "and values", corrupt=True)
+    format_error = isinstance(error, (EOFError, ValueError, pickle.UnpicklingError,
+                                      zipfile.BadZipFile)) or (
+        isinstance(error, RuntimeError) and any(
+            word in text for word in ("PytorchStreamReader", "zip archive", "central directory",
+                                      "invalid header", "storage has wrong byte size")))
+    if format_error:
+        return CheckpointError(f"{path}: unreadable or truncated ({first})", corrupt=True)
+    # Out of memory, an I/O error, anything else: the file may well be fine.
+    return CheckpointError(f"{path}: could not be loaded now ({type(error).__name__}: {first}); "
+                           "the file was left as it is")
+
+
+def schema_problem(state: dict) -> str:
+    """'' when a loaded checkpoint has every field resume needs, with the right types."""
+    for key, kind in CHECKPOINT_FIELDS.items():
+        if not isinstance(state.get(key), kind):
+            return (f"field {key!r} is missing" if key not in state else
+                    f"field {key!r} is a {type(state[key]).__name__}, not a {kind.__name__}")
+    progress = state["progress"]
+    for key, low in (("epoch", 1), ("position", 0), ("global_step", 0)):
+        value = progress.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"progress.{key} is {value!r}, not a whole number >= {low}"
+    for key, low in (("batch_size", 1), ("num_workers", 0)):
+        value = state["settings"].get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return f"settings.{key} is {value!r}, not a whole number >= {low}"
+    if not all(isinstance(value, torch.Tensor) for value in state["model"].values()):
+        return "model holds something other than tensors"
+    if not all(isinstance(record, dict) for record in state["history"]):
+        return "history holds something other than epoch records"
+    rng = state["rng"]
+    if not (isinstance(rng.get("python"), (list, tuple)) and isinstance(rng.get("numpy"), dict)
+            and isinstance(rng.get("torch"), torch.Tensor)
+            and isinstance(rng.get("loader"), torch.Tensor)):
+        return "rng is incomplete"
+    return ""
 
 
 def _unsafe_global(message: str) -> str:
@@ -155,10 +257,12 @@ class ResumePoint:
     notes: tuple[str, ...] = ()
 
 
-def find_resume_point(resume: str | os.PathLike[str], run_dir: str | os.PathLike[str]
-                      ) -> ResumePoint:
-    """resume == "latest": the newest checkpoint of run_dir that loads. Newer ones that do not
-    are renamed *.corrupt (kept for inspection, out of the way of the next save).
+def find_resume_point(resume: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+                      move_aside: bool = True) -> ResumePoint:
+    """resume == "latest": the newest checkpoint of run_dir that loads. Newer ones that are
+    damaged are renamed *.corrupt (kept for inspection, out of the way of the next save) when
+    move_aside is true: only the process holding the run's lock may. A checkpoint that cannot
+    be loaded for another reason (out of memory, I/O) raises: nothing is touched.
     Otherwise resume is a checkpoint file, which must load."""
     if str(resume) != "latest":
         return ResumePoint(Path(resume), load_checkpoint(resume))
@@ -168,9 +272,15 @@ def find_resume_point(resume: str | os.PathLike[str], run_dir: str | os.PathLike
         try:
             return ResumePoint(path, load_checkpoint(path), tuple(notes))
         except CheckpointError as error:
-            aside = path.with_name(path.name + ".corrupt")
-            path.rename(aside)
-            notes.append(f"{error}; moved aside as {aside.name}, using the previous checkpoint")
+            if not error.corrupt:
+                raise
+            if move_aside:
+                aside = path.with_name(path.name + ".corrupt")
+                path.rename(aside)
+                notes.append(f"{error}; moved aside as {aside.name}, using the previous "
+                             "checkpoint")
+            else:
+                notes.append(f"{error}; using the previous checkpoint")
     notes.append(f"no usable checkpoint in {folder}: starting fresh")
     return ResumePoint(None, None, tuple(notes))
 

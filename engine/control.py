@@ -28,12 +28,11 @@ from .checkpoint import (
     CheckpointWriter,
     ResumePoint,
     SaveResult,
-    checkpoint_dir,
     checkpoint_name,
     find_resume_point,
     remove_stale_temporaries,
 )
-from .config import RunConfig, max_num_workers
+from .config import ConfigError, RunConfig, max_num_workers
 from .device import Placement, choose_placement
 from .events import (
     CheckpointNow,
@@ -58,7 +57,8 @@ from .events import (
 )
 from .gpu_utilisation import GpuUtilisation
 from .loop import StopTraining, Trainer, seed_everything
-from .runs import new_run_name, prepare_run_dir, write_config
+from .run_folder import checkpoints_folder, claim_run_folder
+from .runs import CONFIG_FILE, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
 
@@ -78,19 +78,27 @@ class Engine:
                  sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.placement: Placement = choose_placement(config.device, config.amp)
-        self.run_dir = prepare_run_dir(config.resolved_run_dir(new_run_name(config)))
-        self._ckpt_dir = checkpoint_dir(self.run_dir)
+        # The folder is adopted and locked before anything in it is read or written.
+        self.run_dir = claim_run_folder(config, resume)
+        self._ckpt_dir = checkpoints_folder(self.run_dir)
+        recorded = (self.run_dir / CONFIG_FILE).exists()
+        if not recorded:  # first, so a kill at any later moment leaves the run's own settings
+            write_config(self.run_dir, config, {})
         self._warnings: list[str] = []  # logged when the run starts
         self._notes: list[str] = []
         for stale in remove_stale_temporaries(self._ckpt_dir):
             self._warnings.append(f"removed {stale.name}, a checkpoint half-written by a crash")
         self.resume_state, self.resume_path = self._find_resume(resume)
+        if resume and self.resume_state is None and not recorded:
+            raise ConfigError("resume", f"{self.run_dir} has nothing to resume: no checkpoint "
+                              "and no recorded settings; start a new run without --resume")
         seed_everything(config.seed)
         self.task: Task = load_task(config)
         if self.resume_state is not None:
             from .state import check_fits
 
             check_fits(self.resume_state, self.task, str(self.resume_path))
+        progress = self.resume_state["progress"] if self.resume_state else None
         self._sinks: list[Sink] = []
         # SimpleQueue: put() is reentrant, so a signal handler may send() on the training thread.
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -116,10 +124,14 @@ class Engine:
         self.trainer: Trainer | None = None
         self._advisor = Advisor()
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
+        self.save_error = ""  # why the latest save failed, until one succeeds
         # Records past the checkpoint will be trained again: MetricsFile drops them.
-        resume_step = (self.resume_state["progress"]["global_step"] if self.resume_state
-                       else 0 if resume else None)
-        self.add_sink(MetricsFile(self.run_dir, resume_global_step=resume_step))
+        metrics = MetricsFile(
+            self.run_dir,
+            resume_global_step=progress["global_step"] if progress else 0 if resume else None,
+            resume_epochs_done=progress["epoch"] - 1 if progress else 0 if resume else None)
+        self._warnings.extend(getattr(metrics, "notes", ()))
+        self.add_sink(metrics)
         self.loggers_info = LoggersInfo()
         if config.tensorboard or config.wandb:
             from .sinks.loggers import open_loggers
@@ -267,7 +279,7 @@ class Engine:
             if self.resume_state is not None:
                 from .state import restore
 
-                restore(trainer, self.resume_state)
+                restore(trainer, self.resume_state, str(self.resume_path))
                 progress = trainer.progress
                 self._log(f"resumed from {self.resume_path} at epoch {progress.epoch}, "
                           f"sample {progress.position} of the epoch")
@@ -484,6 +496,7 @@ class Engine:
             result = self._saves.get()
             self._longest_save = max(self._longest_save, result.seconds)
             if result.error:
+                self.save_error = result.error
                 self._log(f"checkpoint {result.path} failed: {result.error}; the previous "
                           "checkpoint is intact. Free space, then resume", "error")
                 self._retry_save = True  # at the first boundary after resuming
@@ -491,6 +504,7 @@ class Engine:
                     self._pause("checkpoint failed")
                 continue
             self.last_checkpoint = result.path
+            self.save_error = ""
             self._emit(CheckpointSaved(path=result.path, epoch=result.epoch,
                                        step=result.global_step,
                                        blocked_seconds=result.blocked_seconds))

@@ -8,6 +8,7 @@ the seconds it held the loop (paused), which epoch timing leaves out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -113,6 +114,9 @@ class Trainer:
         self._test_loader: DataLoader | None = None
         self._loader_stale = False
         self._meter: EpochMeter | None = None
+        self._interval: _Interval | None = None
+        self._epoch_clock = 0.0  # perf_counter at the epoch's start, less time paused
+        self._carried: EpochMeter | None = None  # the resumed epoch's figures before the stop
         self._gpu_timer = _GpuTimer() if placement.is_cuda else None
 
     # ------------------------------------------------------------ loaders
@@ -199,16 +203,42 @@ class Trainer:
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=self.placement.is_cuda)
 
+    def epoch_so_far(self) -> dict | None:
+        """The current epoch's figures up to now, for a checkpoint taken inside it, so the
+        resumed run records the epoch once with its real figures; None between epochs."""
+        meter = self._meter
+        if meter is None:
+            return None
+        figures = dataclasses.asdict(meter)
+        figures["train_seconds"] = time.perf_counter() - self._epoch_clock
+        if self._interval is not None:  # steps since the last log: not yet in loss_sum
+            figures["loss_sum"] += self._interval.peek_total()
+        return figures
+
+    def carry_epoch(self, figures: dict | None) -> None:
+        """Continue the resumed epoch's figures (epoch_so_far of the checkpoint)."""
+        if not figures:
+            return
+        carried = EpochMeter()
+        for field_ in dataclasses.fields(EpochMeter):  # a crafted file gets no odd types in
+            value, default = figures.get(field_.name), getattr(carried, field_.name)
+            if type(value) is type(default) or (type(default) is float
+                                                and type(value) is int):
+                setattr(carried, field_.name, value)
+        self._carried = carried
+
     def _train_epoch(self) -> None:
-        progress, meter = self.progress, EpochMeter()
+        progress = self.progress
+        meter, self._carried = self._carried or EpochMeter(), None
         self._meter = meter
         self.model.train()
         if self.placement.is_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         gpu_timer = self._gpu_timer
-        interval = _Interval()
+        interval = self._interval = _Interval()
         paused_seconds = 0.0
-        epoch_start = time.perf_counter()
+        epoch_start = time.perf_counter() - meter.train_seconds
+        self._epoch_clock = epoch_start
         while progress.position < self.sampler.samples_per_epoch:
             self._loader_stale = False
             self.sampler.set_epoch(progress.epoch, progress.position)
@@ -253,8 +283,10 @@ class Trainer:
                     interval.compute_seconds += gpu
                     meter.loss_sum += interval.loss_total()
                     self._log_step(meter, interval)
-                    interval = _Interval()
-                paused_seconds += self.boundary()
+                    interval = self._interval = _Interval()
+                paused = self.boundary()
+                paused_seconds += paused
+                self._epoch_clock += paused
         if gpu_timer is not None:
             torch.cuda.synchronize(self.device)
             meter.compute_seconds += gpu_timer.collect()
@@ -321,7 +353,7 @@ class Trainer:
         self.progress.history.append(event.to_dict())
         self.progress.epoch += 1
         self.progress.position = 0
-        self._meter = None
+        self._meter = self._interval = None
         self.emit(event)
         self.after_epoch(event)
 
@@ -377,6 +409,13 @@ class _Interval:
 
     def loss_mean(self) -> float:
         return self.loss_total() / self.samples if self.samples else 0.0
+
+    def peek_total(self) -> float:
+        """loss_total() without consuming it (for a checkpoint between two log steps)."""
+        if self._total is not None:
+            return self._total
+        return math.fsum(loss.item() * count for loss, count in zip(self._losses, self._counts,
+                                                                     strict=True))
 
 
 class _GpuTimer:

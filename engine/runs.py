@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
+from .safefs import make_private_dir, write_atomically
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
@@ -24,17 +25,16 @@ def new_run_name(config: RunConfig) -> str:
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create the folder (and parents) readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create the folder (and parents) readable by its owner only, or check that an existing
+    one is the user's own and private (safefs.make_private_dir)."""
+    make_private_dir(path)
     return path
 
 
 def write_config(run_dir: Path, config: RunConfig, extra: dict) -> None:
+    """config.json, atomically, never through a planted link."""
     data = {"config": config.to_dict(), **extra}
-    temp = run_dir / (CONFIG_FILE + ".tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, run_dir / CONFIG_FILE)
+    write_atomically(run_dir / CONFIG_FILE, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict]:

@@ -30,7 +30,8 @@ def capture(trainer: Trainer, loggers: dict | None = None) -> dict:
         "scaler": trainer.scaler.state_dict(),
         "rng": _rng_state(trainer),
         "progress": {"epoch": progress.epoch, "position": progress.position,
-                     "global_step": progress.global_step},
+                     "global_step": progress.global_step,
+                     "epoch_so_far": trainer.epoch_so_far()},
         "history": list(progress.history),
         "settings": {"batch_size": trainer.batch_size, "num_workers": trainer.num_workers},
         "loggers": dict(loggers or {}),
@@ -49,8 +50,24 @@ def check_fits(state: dict, task: Task, source: str) -> None:
         raise CheckpointError(f"{source} does not fit this model: {mismatch}")
 
 
-def restore(trainer: Trainer, state: dict) -> None:
-    """Load a checkpoint (already checked with check_fits) into a freshly built trainer."""
+def restore(trainer: Trainer, state: dict, source: str = "the checkpoint") -> None:
+    """Load a checkpoint (already checked with check_fits) into a freshly built trainer. A
+    field that does not fit (a crafted or foreign file) is one CheckpointError line."""
+    try:
+        _restore(trainer, state)
+    except CheckpointError:
+        raise
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{source}: cannot be restored ({type(error).__name__}: "
+                              f"{first})") from None
+
+
+def _restore(trainer: Trainer, state: dict) -> None:
+    samples = trainer.sampler.samples_per_epoch
+    if not 0 <= state["progress"]["position"] <= samples:
+        raise CheckpointError(f"position {state['progress']['position']} is outside an epoch "
+                              f"of {samples} samples")
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
@@ -62,6 +79,8 @@ def restore(trainer: Trainer, state: dict) -> None:
     progress.position = int(saved["position"])
     progress.global_step = int(saved["global_step"])
     progress.history = list(state.get("history", []))
+    carried = saved.get("epoch_so_far")
+    trainer.carry_epoch(carried if isinstance(carried, dict) and progress.position else None)
     _set_rng_state(trainer, state["rng"])
 
 

@@ -34,10 +34,17 @@ def start_error(error: Exception) -> tuple[str, int] | None:
     device, task or checkpoint), the same for headless runs and run hosts; None for others."""
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
+    from ..run_folder import RunBusy
+    from ..safefs import UnsafePathError
     from ..tasks import TaskError
 
     if isinstance(error, ConfigError):
         return str(error), EXIT_USAGE
+    if isinstance(error, UnsafePathError):  # a folder ctui will not adopt: the user's to fix
+        return (error.strerror if error.filename and error.filename in error.strerror
+                else f"{error.filename}: {error.strerror}"), EXIT_USAGE
+    if isinstance(error, RunBusy):
+        return f"{error}; attach to it with `ctui attach` or stop it first", EXIT_USAGE
     if isinstance(error, TaskError):
         return str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED
     if isinstance(error, CheckpointError):

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, RunConfig, load_toml
+from ..config import BUILTIN_TASKS, ConfigError, RunConfig, load_toml
+from ..run_folder import is_run_folder
+from ..runs import CHECKPOINT_NAME, CONFIG_FILE
 
 if TYPE_CHECKING:
     from ..checkpoint import ResumePoint
@@ -18,60 +20,141 @@ from .options import typed_settings
 
 
 def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | None]:
-    """defaults < --config file < the checkpoint's settings (on resume) < flags typed now."""
+    """defaults < --config file < the run folder's settings (on resume) < flags typed now.
+
+    A checkpoint never chooses code: the task comes from the flags or the run folder's own
+    config.json, and only a built-in task is taken from a checkpoint's settings."""
     settings: dict[str, Any] = {}
     if args.config:
         settings.update(load_toml(args.config))
     typed = typed_settings(args)
     point = None
-    if args.resume:
-        point = _resume_point(args.resume, {**settings, **typed})
-        if point.state is not None:
-            settings.update(_saved_settings(point))
-        else:  # killed before its first checkpoint: start over with the run's own settings
-            settings.update(_recorded_settings(typed.get("run_dir", settings.get("run_dir"))))
+    if args.resume is not None:
+        point, resumed = resume_settings(args.resume, {**settings, **typed},
+                                         hold=bool(getattr(args, "headless", False)))
+        settings.update(resumed)
     settings.update(typed)
-    return RunConfig.from_dict(settings), point
+    config = RunConfig.from_dict(settings)
+    if point is not None and point.state is not None:
+        _check_task(config, point, chosen="task" in typed or "task" in settings)
+    return config, point
 
 
-def _resume_point(resume: str, known: dict[str, Any]) -> ResumePoint:
-    from ..checkpoint import find_resume_point
+def resume_settings(resume: str, known: dict[str, Any], hold: bool
+                    ) -> tuple[ResumePoint, dict[str, Any]]:
+    """The checkpoint to continue from and the settings it brings. hold: take the run's lock
+    first (this process trains it), so corrupt checkpoints may be moved aside."""
+    from ..checkpoint import ResumePoint, find_resume_point, load_checkpoint
 
-    if resume == "latest" and "run_dir" not in known:
-        raise ConfigError("resume", "say which run to continue with --run-dir DIR "
-                          "(or give a checkpoint file: --resume PATH)")
-    return find_resume_point(resume, known.get("run_dir", "."))
+    if not resume.strip():
+        raise ConfigError("resume", "'' is not a checkpoint: give a checkpoint file, or "
+                          "--resume alone with --run-dir DIR for the run's newest")
+    if resume == "latest":
+        if not known.get("run_dir"):
+            raise ConfigError("resume", "say which run to continue with --run-dir DIR "
+                              "(or give a checkpoint file: --resume PATH)")
+        run_dir = _own_run_folder(Path(known["run_dir"]), hold)
+        point = find_resume_point("latest", run_dir, move_aside=hold)
+        recorded = _recorded_settings(run_dir)
+        if point.state is None and not recorded:
+            raise ConfigError("resume", f"{run_dir} has nothing to resume: no checkpoint and no "
+                              "recorded settings; start a new run without --resume")
+        return point, {**recorded, **_live_settings(point), "run_dir": str(run_dir)}
+    path = Path(resume)
+    run_dir = path.parent.parent  # RUN/checkpoints/ckpt-....pt -> RUN
+    if path.parent.name == "checkpoints" and CHECKPOINT_NAME.match(path.name) \
+            and is_run_folder(run_dir):
+        run_dir = _own_run_folder(run_dir, hold)
+        point = ResumePoint(path, load_checkpoint(path))
+        recorded = _recorded_settings(run_dir) or _checkpoint_settings(point)
+        return point, {**recorded, **_live_settings(point), "run_dir": str(run_dir)}
+    # A file outside any run folder: a new run folder starts from it; nothing is written near it.
+    point = ResumePoint(path, load_checkpoint(path))
+    return point, {**_checkpoint_settings(point), **_live_settings(point)}
 
 
-def _saved_settings(point: ResumePoint) -> dict[str, Any]:
-    """A resumed run keeps its own settings, including batch size and workers changed live,
-    and its own run folder."""
-    saved = dict(point.state.get("config", {}))
-    saved.update(point.state.get("settings", {}))
-    saved["run_dir"] = str(point.path.parent.parent)  # RUN/checkpoints/ckpt-....pt -> RUN
+def _own_run_folder(run_dir: Path, hold: bool) -> Path:
+    from ..run_folder import hold_lock, open_run_folder, owner_alive
+
+    run_dir = open_run_folder(run_dir)
+    if hold:
+        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
+    return run_dir
+
+
+def _live_settings(point: ResumePoint) -> dict[str, Any]:
+    """Batch size and workers as last changed live (checked when the checkpoint loaded)."""
+    if point.state is None:
+        return {}
+    saved = point.state["settings"]
+    return {key: saved[key] for key in ("batch_size", "num_workers") if key in saved}
+
+
+def _checkpoint_settings(point: ResumePoint) -> dict[str, Any]:
+    """A checkpoint's own settings, less anything that names code or a place on disk."""
+    if point.state is None:
+        return {}
+    saved = dict(point.state["config"])
+    for key in ("run_dir", "runs_dir", "data_dir"):
+        saved.pop(key, None)
+    if saved.get("task") not in BUILTIN_TASKS:
+        saved.pop("task", None)
+    try:
+        RunConfig.from_dict(saved)
+    except (ConfigError, TypeError) as error:
+        from ..checkpoint import CheckpointError
+
+        raise CheckpointError(f"{point.path}: its saved settings are not valid ({error})") \
+            from None
     return saved
 
 
-def _recorded_settings(run_dir: str | None) -> dict[str, Any]:
+def _recorded_settings(run_dir: Path) -> dict[str, Any]:
+    """The run folder's own config.json (a folder already checked as the user's own)."""
     import json
-    from pathlib import Path
 
-    from ..runs import CONFIG_FILE
+    from ..safefs import read_bounded
 
-    path = Path(run_dir or ".") / CONFIG_FILE
+    path = run_dir / CONFIG_FILE
     try:
-        return json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError):
+        data = json.loads(read_bounded(path))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as error:
+        raise ConfigError("resume", f"{path} is unreadable ({error}); the run's settings are "
+                          "lost: start a new run from the checkpoint file with --resume FILE") \
+            from None
+    recorded = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(recorded, dict):
+        raise ConfigError("resume", f"{path} holds no settings; start a new run from the "
+                          "checkpoint file with --resume FILE")
+    try:
+        RunConfig.from_dict(recorded)
+    except (ConfigError, TypeError) as error:
+        raise ConfigError("resume", f"{path} holds invalid settings ({error})") from None
+    return recorded
+
+
+def _check_task(config: RunConfig, point: ResumePoint, chosen: bool) -> None:
+    """Refuse, before any import, a checkpoint whose task is not the one the user chose."""
+    from ..checkpoint import CheckpointError
+
+    saved = point.state["config"].get("task")
+    if saved != config.task and not chosen:
+        raise CheckpointError(f"{point.path} was trained with task {saved!r}, not "
+                              f"{config.task!r}; ctui imports no code a checkpoint names: if you "
+                              f"trust it, pass --task {saved}")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointError
+    from ..run_folder import RunBusy
+    from ..safefs import UnsafePathError
     from .errors import start_error
 
     try:
         config, resume = build_config(args)
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, UnsafePathError, RunBusy) as error:
         fail(*start_error(error))
     if args.headless:
         return run_headless(config, resume)
@@ -92,6 +175,8 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     from ..events import State
     from ..host.registry import host_is_live
     from ..host.serve import EndRecorder, claim_headless_run
+    from ..run_folder import RunBusy
+    from ..safefs import UnsafePathError
     from ..tasks import TaskError
     from .console import ConsolePrinter, ConsoleSink
     from .errors import start_error
@@ -101,8 +186,10 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
              f"`ctui attach {config.run_dir}` instead", EXIT_USAGE)
     try:
         engine = Engine(config, resume=resume)
-    except (ConfigError, TaskError, CheckpointError) as error:
+    except (ConfigError, TaskError, CheckpointError, UnsafePathError, RunBusy) as error:
         fail(*start_error(error))
+    except OSError as error:  # the run folder could not be written: say where and why
+        fail(f"{error.filename or config.run_dir}: {error.strerror or error}", EXIT_FAILED)
     started = claim_headless_run(engine.run_dir)
     if started is None:
         fail(f"{engine.run_dir} is being trained by a live run host; attach to it with "
@@ -117,10 +204,27 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     final = engine.run()  # on this, the main, thread: the fastest for PyTorch's CPU kernels
     printer.close()
     if final == State.STOPPED:
-        printer.note(f"stopped; the last checkpoint is {engine.last_checkpoint}; continue with: "
-                     f"ctui train --headless --resume --run-dir {engine.run_dir}")
-        return EXIT_STOPPED
+        return _report_stop(printer, engine)
     return EXIT_OK if final == State.FINISHED else EXIT_FAILED
+
+
+def _report_stop(printer, engine) -> int:
+    """Say exactly what is on disk: the checkpoint to continue from, or that there is none."""
+    again = f"ctui train --headless --resume --run-dir {engine.run_dir}"
+    newest = engine.last_checkpoint
+    if newest and not Path(newest).is_file():
+        newest = None
+    if not engine.save_error:
+        printer.note(f"stopped; the last checkpoint is {newest}; continue with: {again}")
+        return EXIT_STOPPED
+    if newest:
+        printer.note(f"stopped, but the final checkpoint could not be saved "
+                     f"({engine.save_error}); the newest one on disk is {newest} (the steps "
+                     f"after it will be trained again); continue with: {again}")
+        return EXIT_STOPPED
+    printer.note(f"stopped without a checkpoint: saving failed ({engine.save_error}) and none "
+                 "was saved before; there is nothing to resume")
+    return EXIT_FAILED
 
 
 def _stop_on_signals(engine) -> None:

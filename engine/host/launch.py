@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,9 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig
-from ..runs import new_run_name, prepare_run_dir
+from ..run_folder import new_run_folder, open_run_folder
+from ..runs import new_run_name
+from ..safefs import UnsafePathError, open_append
 from .errors import HostStartError
 from .protocol import LOG_NAME, REQUEST_NAME, peer_credentials, socket_address
 from .registry import host_is_live, read_json, write_json
@@ -31,12 +34,13 @@ def start_host(config: RunConfig, resume: str | None = None, *,
         raise HostStartError(f"run {run_dir.name} is live already: attach to it (ctui attach "
                              f"{run_dir}) or stop it first (ctui stop {run_dir})", 2)
     config = config.replace(run_dir=str(run_dir))
-    write_json(run_dir / REQUEST_NAME, {"config": config.to_dict(), "resume": resume})
-    log_path = run_dir / LOG_NAME
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # A request of its own per start: two starts of one run never read each other's.
+    request = run_dir / f"{REQUEST_NAME}.{secrets.token_hex(4)}"
+    write_json(request, {"config": config.to_dict(), "resume": resume})
+    log = open_append(run_dir / LOG_NAME)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ctui.engine.host.serve", str(run_dir)],
+            [sys.executable, "-m", "ctui.engine.host.serve", str(run_dir), request.name],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     finally:
@@ -53,25 +57,21 @@ def start_host(config: RunConfig, resume: str | None = None, *,
 
 
 def _claim_run_dir(config: RunConfig, resume: str | None) -> tuple[Path, bool]:
-    """(run folder, made just now). A new run gets a folder no other run has, even when two
-    start in the same second."""
-    if config.run_dir:
-        path = Path(config.run_dir).absolute()
-        fresh = not path.exists()
-        return prepare_run_dir(path), fresh
-    if resume:
-        raise HostStartError("--resume: say which run to continue with --run-dir DIR", 2)
-    runs = Path(config.runs_dir).absolute()
-    runs.mkdir(parents=True, exist_ok=True)
-    base = new_run_name(config)
-    for attempt in range(1, 1000):
-        path = runs / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        return prepare_run_dir(path), True
-    raise HostStartError(f"cannot make a new run folder in {runs}")
+    """(run folder, made just now). An existing folder must be the user's own run folder; a
+    new run gets a folder nobody could have made beforehand, even when two start at once."""
+    try:
+        if config.run_dir:
+            path = Path(config.run_dir).absolute()
+            if resume == "latest":
+                return open_run_folder(path), False
+            fresh = not os.path.lexists(path)
+            return new_run_folder(str(path), config.runs_dir, new_run_name(config)), fresh
+        if resume == "latest":
+            raise HostStartError("--resume: say which run to continue with --run-dir DIR", 2)
+        runs = Path(config.runs_dir).absolute()
+        return new_run_folder(None, str(runs), new_run_name(config)), True
+    except UnsafePathError as error:
+        raise HostStartError(error.strerror, 2) from None
 
 
 def _wait_until_serving(process: subprocess.Popen, run_dir: Path, timeout: float) -> None:

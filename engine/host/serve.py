@@ -7,7 +7,6 @@ belongs to the run, not to a terminal: SIGHUP is ignored; SIGTERM and SIGINT che
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sys
@@ -19,7 +18,9 @@ import psutil
 
 from ..config import RunConfig
 from ..events import Event, Failed, State, StateChanged
-from .protocol import END_FILE, HOST_FILE, LOCK_NAME, REQUEST_NAME
+from ..run_folder import RunBusy, hold_lock
+from ..safefs import UnsafePathError, check_private_dir
+from .protocol import END_FILE, HOST_FILE, REQUEST_NAME
 from .registry import host_process_alive, read_json, write_json
 from .server import HostServer
 
@@ -27,12 +28,20 @@ from .server import HostServer
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
+    request_name = argv[1] if len(argv) > 1 else REQUEST_NAME
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
+    try:
+        check_private_dir(run_dir)
+    except UnsafePathError as error:
+        print(f"ctui: error: {error.strerror}", file=sys.stderr, flush=True)
+        return 2
     previous_host = read_json(run_dir / HOST_FILE)
-    if _take_lock(run_dir, previous_host) is None:  # else held, open, until this process ends
+    try:  # held, open, until this process ends
+        hold_lock(run_dir, still_alive=lambda: host_process_alive(previous_host))
+    except (RunBusy, OSError):
         return _start_failed(run_dir, "this run is already served by another live host", 2)
-    request = read_json(run_dir / REQUEST_NAME)
-    (run_dir / REQUEST_NAME).unlink(missing_ok=True)
+    request = read_json(run_dir / Path(request_name).name)
+    (run_dir / Path(request_name).name).unlink(missing_ok=True)
     started = time.time()
     print(f"--- run host pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}",
           flush=True)
@@ -119,30 +128,15 @@ class EndRecorder:
 def claim_headless_run(run_dir: Path) -> int | None:
     """A headless run owns its folder as a host does (lock, host.json, end.json), so `ctui ls`
     shows it live while it trains and how it ended; None if a live host already serves it."""
-    if _take_lock(run_dir, read_json(run_dir / HOST_FILE)) is None:
+    previous_host = read_json(run_dir / HOST_FILE)
+    try:
+        hold_lock(run_dir, still_alive=lambda: host_process_alive(previous_host))
+    except RunBusy:
         return None
     started = time.time()
     write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started, "headless": True,
                                      "created": psutil.Process().create_time()})
     return started
-
-
-def _take_lock(run_dir: Path, previous_host: dict) -> int | None:
-    """The run's lock, held until this process dies. `ctui ls` takes it shared for an instant,
-    and DataLoader workers of a killed host hold it until they notice (seconds): wait for
-    those, never for a live host."""
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + 2.0
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                if host_process_alive(previous_host) or time.monotonic() > deadline + 20.0:
-                    os.close(fd)
-                    return None
-            time.sleep(0.05)
 
 
 def _stop_on_signals(engine) -> None:

@@ -1,0 +1,150 @@
+"""Owning a run folder: which folders ctui may adopt, making new ones, and the run's lock.
+
+A run folder is adopted only when it is the user's own and nobody else can write into it, and
+its lock is taken before anything in it is touched (read for resume, renamed, rewritten), so two
+starts of one run never both write. Standard library only: the CLI decides before torch loads.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from .config import ConfigError, RunConfig
+from .runs import CONFIG_FILE, checkpoint_dir, new_run_name
+from .safefs import (
+    UnsafePathError,
+    check_private_dir,
+    make_private_dir,
+    make_unique_dir,
+    read_bounded,
+)
+
+LOCK_NAME = "host.lock"  # held (flock) by the process training the run, for its whole life
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_held: dict[str, int] = {}  # run folder (real path) -> this process's lock descriptor
+
+
+class RunBusy(Exception):
+    """Another live process trains this run."""
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder ctui made for a run: it has config.json, host.json or checkpoints/ (lstat:
+    nothing is followed)."""
+    for name in (CONFIG_FILE, "host.json", "checkpoints"):
+        try:
+            os.lstat(path / name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def open_run_folder(path: Path) -> Path:
+    """An existing run folder to resume or serve: refused unless it is a run folder of this
+    user that nobody else can write into, its checkpoints/ likewise."""
+    check_private_dir(path)
+    if not is_run_folder(path):
+        raise UnsafePathError(errno.ENOENT, f"{path} is not a run folder (no config.json or "
+                              "checkpoints/ in it)", str(path))
+    folder = checkpoint_dir(path)
+    if os.path.lexists(folder):
+        check_private_dir(folder, "checkpoints folder")
+    return path
+
+
+def claim_run_folder(config: RunConfig, resume: object = None) -> Path:
+    """The folder an Engine trains in, adopted (or made) and locked by this process. Resuming
+    the newest checkpoint (resume True or "latest") needs an existing run folder."""
+    if resume is True or resume == "latest":
+        if not config.run_dir:
+            raise ConfigError("resume", "say which run to continue: --run-dir DIR (run_dir=... "
+                              "from Python); `ctui ls` lists the runs")
+        path = open_run_folder(Path(config.run_dir))
+    else:
+        path = new_run_folder(config.run_dir, config.runs_dir, new_run_name(config))
+    hold_lock(path, still_alive=lambda: owner_alive(path))
+    return path
+
+
+def owner_alive(run_dir: Path) -> bool:
+    """The process host.json names (pid and start time: pids are reused) still runs."""
+    try:
+        host = json.loads(read_bounded(Path(run_dir) / "host.json"))
+        process = psutil.Process(host["pid"])
+        return (process.status() != psutil.STATUS_ZOMBIE
+                and abs(process.create_time() - float(host["created"])) < 1.0)
+    except Exception:  # missing, torn, crafted or gone: no live owner to wait for
+        return False
+
+
+def new_run_folder(run_dir: str | None, runs_dir: str, name: str) -> Path:
+    """A run folder for a new run: --run-dir when given (created, or an existing empty or
+    run folder of this user), else a fresh folder under runs_dir whose name nobody could
+    have guessed and made beforehand."""
+    if run_dir:
+        path = Path(run_dir)
+        if make_private_dir(path):
+            return path
+        if any(os.scandir(path)) and not is_run_folder(path):
+            raise UnsafePathError(errno.EEXIST, f"{path} already holds files and is not a run "
+                                  "folder; give a new or empty folder", str(path))
+        return open_run_folder(path) if is_run_folder(path) else path
+    parent = Path(runs_dir)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UnsafePathError(errno.ENOTDIR, f"runs folder {parent} is not a folder",
+                              str(parent)) from None
+    if not parent.is_dir():
+        raise UnsafePathError(errno.ENOTDIR, f"runs folder {parent} is not a folder", str(parent))
+    return make_unique_dir(parent, name)
+
+
+def checkpoints_folder(run_dir: Path) -> Path:
+    """RUN/checkpoints, made private or checked like the run folder."""
+    folder = checkpoint_dir(run_dir)
+    make_private_dir(folder, "checkpoints folder")
+    return folder
+
+
+def hold_lock(run_dir: Path, still_alive: Callable[[], bool] = lambda: False,
+              wait: float = 2.0) -> int:
+    """Take the run's exclusive lock for the rest of this process's life (a second call in the
+    same process returns the same descriptor). DataLoader workers of a killed process keep its
+    lock for a few seconds: wait up to `wait` for them, longer unless `still_alive()` says the
+    previous owner lives. Raises RunBusy when it stays held."""
+    key = os.path.realpath(run_dir)
+    if key in _held:
+        return _held[key]
+    fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT | _NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise UnsafePathError(errno.EPERM, f"{run_dir / LOCK_NAME} is not this user's file",
+                              str(run_dir))
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _held[key] = fd
+            return fd
+        except BlockingIOError:
+            now = time.monotonic()
+            if now > deadline and (still_alive() or now > deadline + 20.0):
+                os.close(fd)
+                raise RunBusy(f"{run_dir} is being trained by another live process") from None
+            time.sleep(0.05)
+
+
+def holds_lock(run_dir: Path) -> bool:
+    return os.path.realpath(run_dir) in _held
