@@ -177,9 +177,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except OSError as error:
-        reason = "a symbolic link (ctui follows none: give the file itself)" \
-            if error.errno == errno.ELOOP else (error.strerror or str(error))
-        raise CheckpointError(f"{path}: cannot open it: {reason}") from None
+        if error.errno in (errno.ELOOP, errno.EINVAL):  # a link or a FIFO: not a checkpoint
+            raise CheckpointError(f"{path}: not a regular file (ctui follows no links: give "
+                                  "the file itself)", corrupt=True) from None
+        raise CheckpointError(f"{path}: cannot open it: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "rb") as handle:
             state = torch.load(handle, map_location="cpu", weights_only=True)

@@ -57,7 +57,7 @@ from .events import (
 )
 from .gpu_utilisation import GpuUtilisation
 from .loop import StopTraining, Trainer, seed_everything
-from .run_folder import checkpoints_folder, claim_run_folder
+from .run_folder import checkpoints_folder, claim_run_folder, release_lock
 from .runs import CONFIG_FILE, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
@@ -80,6 +80,14 @@ class Engine:
         self.placement: Placement = choose_placement(config.device, config.amp)
         # The folder is adopted and locked before anything in it is read or written.
         self.run_dir = claim_run_folder(config, resume)
+        try:
+            self._set_up(config, resume, sinks)
+        except BaseException:
+            release_lock(self.run_dir)  # a notebook may try again in this process
+            raise
+
+    def _set_up(self, config: RunConfig, resume: str | bool | ResumePoint | None,
+                sinks: list[Sink] | None) -> None:
         self._ckpt_dir = checkpoints_folder(self.run_dir)
         recorded = (self.run_dir / CONFIG_FILE).exists()
         if not recorded:  # first, so a kill at any later moment leaves the run's own settings
@@ -130,7 +138,8 @@ class Engine:
             self.run_dir,
             resume_global_step=progress["global_step"] if progress else 0 if resume else None,
             resume_epochs_done=progress["epoch"] - 1 if progress else 0 if resume else None)
-        self._warnings.extend(getattr(metrics, "notes", ()))
+        self._warnings.extend(metrics.notes)
+        self._metrics = metrics
         self.add_sink(metrics)
         self.loggers_info = LoggersInfo()
         if config.tensorboard or config.wandb:
@@ -147,6 +156,11 @@ class Engine:
         write_config(self.run_dir, config, {"task_name": self.task.name,
                                             "device": str(self.placement.device),
                                             "precision": self.placement.precision})
+
+    def __del__(self) -> None:
+        # An engine built but never started (a notebook cell run again) lets go of its run.
+        if getattr(self, "_thread", None) is None and hasattr(self, "run_dir"):
+            release_lock(self.run_dir)
 
     # ------------------------------------------------------------ public API
 
@@ -300,6 +314,7 @@ class Engine:
                 final = StateChanged(state=State.STOPPED, reason=stop.reason)
             self._writer.wait()
             self._drain_saves()
+            self._relay_metrics_messages()
             self._emit(final)
         except Exception as error:
             self._writer.wait()
@@ -310,9 +325,11 @@ class Engine:
             self._emit(StateChanged(state=State.FAILED, reason=message))
         finally:
             self._close_sinks()
+            release_lock(self.run_dir)
 
     def _on_training_event(self, event: Event) -> None:
         self._emit(event)
+        self._relay_metrics_messages()
         if isinstance(event, StepLogged):
             trainer = self.trainer
             advice = self._advisor.observe(event.data_wait_fraction, self._gpu.read(),
@@ -322,6 +339,11 @@ class Engine:
             if advice is not None:
                 self._emit(advice)
                 self._log(advice.message)
+
+    def _relay_metrics_messages(self) -> None:
+        """metrics.jsonl's own news (a full disk, records held, written again) into the log."""
+        for level, message in self._metrics.take_messages():
+            self._log(message, level)
 
     def _tune(self, command: Tune) -> float:
         """Run the autotuner inside the live run; returns its seconds (left out of timing)."""

@@ -146,5 +146,8 @@ def hold_lock(run_dir: Path, still_alive: Callable[[], bool] = lambda: False,
             time.sleep(0.05)
 
 
-def holds_lock(run_dir: Path) -> bool:
-    return os.path.realpath(run_dir) in _held
+def release_lock(run_dir: Path) -> None:
+    """Let go of the run (its run has ended in a process that lives on: a notebook)."""
+    fd = _held.pop(os.path.realpath(run_dir), None)
+    if fd is not None:
+        os.close(fd)

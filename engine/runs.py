@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
-from .safefs import make_private_dir, write_atomically
+from .safefs import make_private_dir, open_regular, write_atomically
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
@@ -41,12 +41,18 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict]:
     """Every record of a run's metrics.jsonl (epochs and logged steps), skipping torn lines."""
     path = Path(run_dir) / METRICS_FILE
     records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
+    try:
+        handle = os.fdopen(open_regular(path), "rb")  # no link, no FIFO
+    except OSError:
+        return records
+    with handle:
+        for line in handle:
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except ValueError:  # torn by a crash, or not text
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 

@@ -111,11 +111,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, uninterrupted, kill_afte
     if kill_after_steps >= 5:
         assert "resumed from" in result.stdout
     assert_bit_identical(final_weights(run_dir), uninterrupted)
-    # metrics.jsonl holds each step once, however many were replayed after the kill
-    steps = [json.loads(line)["global_step"] for line in
-             (run_dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["type"] == "step"]
-    assert steps == list(range(1, 47))
+    # metrics.jsonl holds each step and each epoch once, however many were replayed after the
+    # kill (3 steps: killed before the first checkpoint, which resume starts over)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["global_step"] for r in records if r["type"] == "step"] == list(range(1, 47))
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
 
 
 @pytest.mark.slow
@@ -303,8 +303,9 @@ def test_checkpoint_now_and_keep_last_k(tmp_path):
     assert len(state["history"]) == 4
 
 
-def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path):
-    result = run_ctui("train", "--headless", "--resume", "--epochs", "1", "--batch-size", "256",
-                      "--no-tensorboard", "--run-dir", str(tmp_path / "empty"))
-    assert result.returncode == 0
-    assert "starting fresh" in result.stdout
+def test_resume_without_a_checkpoint_starts_fresh_with_the_runs_own_settings(tmp_path):
+    run_dir = tmp_path / "run"
+    Engine(tiny(run_dir=str(run_dir), batch_size=256))  # killed before its first checkpoint
+    result = run_ctui("train", "--headless", "--resume", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "starting fresh" in result.stdout and "bs 256" in result.stdout

@@ -240,7 +240,11 @@ class CtuiApp(App[None]):
                 "Resume it from its last checkpoint?",
                 [("resume", "r", "Resume"), ("new", "n", "New run"), ("quit", "q", "Quit")]))
             if answer == "resume":
-                config = await asyncio.to_thread(saved_config, run.run_dir)
+                try:
+                    config = await asyncio.to_thread(saved_config, run.run_dir)
+                except (OSError, ValueError) as error:  # a damaged or foreign config.json
+                    self.say(f"cannot resume {run.name}: {error}")
+                    return None
                 return await self._start(config, "latest")
             if answer != "new":
                 return None

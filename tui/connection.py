@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ctui.engine.config import RunConfig
 from ctui.engine.events import Command, Event
 from ctui.engine.runs import CONFIG_FILE, read_metrics
+from ctui.engine.safefs import read_bounded
 
 
 class RunConnection(Protocol):
@@ -83,8 +84,11 @@ class HostBackend:
 def saved_config(run_dir: Path) -> RunConfig:
     """The settings a run was started with, and the batch size and workers of its last epoch
     (changed live, perhaps), for resuming it. Torch-free, unlike reading the checkpoint."""
-    data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
-    settings = dict(data.get("config", data))
+    data = json.loads(read_bounded(Path(run_dir) / CONFIG_FILE))
+    settings = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{Path(run_dir) / CONFIG_FILE} holds no settings")
+    settings = dict(settings)
     for record in reversed(read_metrics(run_dir)):
         if record.get("type") == "epoch":
             settings["batch_size"] = record.get("batch_size") or settings.get("batch_size")

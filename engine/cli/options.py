@@ -7,82 +7,69 @@ typed: settings merge as defaults < --config file < checkpoint (on resume) < typ
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
-from ..config import BUILTIN_TASKS, RunConfig, parse_duration
+from ..config import (
+    BUILTIN_TASKS,
+    FAKE_CHANNELS,
+    FAKE_SIDE,
+    ConfigError,
+    RunConfig,
+    check_setting,
+)
+
+MAX_WAIT_SECONDS = 86400  # `--timeout` of the run commands: a day is already a stuck run
 
 
-def _int(minimum: int):
-    def parse(text: str) -> int:
+def _setting(name: str, parse_text: Callable[[str], Any] = int):
+    """The argparse type of run flag `name`: `parse_text` turns the text into a value, then
+    RunConfig's own rule checks it, so a flag and a --config file are refused alike."""
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = parse_text(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number; use an integer >= {minimum}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is too small; use an integer >= {minimum}")
-        return value
-    parse.__name__ = "int"
+            value = text  # not even a number: the rule refuses the text and says what is allowed
+        try:
+            return check_setting(name, value)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(error.detail) from None
     return parse
 
 
-def _float(allowed: str, accept):
-    """A float flag: `allowed` says what is allowed ("a number > 0"), `accept` checks it."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; use {allowed}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"{text} is not allowed; use {allowed}")
-        return value
-    parse.__name__ = "float"
-    return parse
-
-
-_positive_float = _float("a number > 0", lambda value: value > 0)
-_non_negative_minutes = _float("minutes >= 0", lambda value: value >= 0)
-
-
-def _duration(text: str) -> float:
+def wait_seconds(text: str) -> float:
+    """`--timeout S` of the run commands: finite seconds > 0, at most a day (inf overflows the
+    socket timeout)."""
+    allowed = f"seconds > 0 and <= {MAX_WAIT_SECONDS} (a day)"
     try:
-        seconds = parse_duration(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use e.g. 11h50m, 90m or 3600s") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use a duration > 0")
-    return seconds
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not a number; use {allowed}") \
+            from None
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text[:60]} is not allowed; use {allowed}")
+    return value
 
-
-def _shape(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
-    try:
-        shape = tuple(int(part) for part in parts)
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; use CxHxW, e.g. 3x32x32")
-    return shape
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS
     d = RunConfig()
     g = parser.add_argument_group("training (as in pytorch/examples mnist/main.py)")
-    g.add_argument("--batch-size", type=_int(1), default=S, metavar="N",
+    g.add_argument("--batch-size", type=_setting("batch_size"), default=S, metavar="N",
                    help=f"input batch size for training (default: {d.batch_size})")
-    g.add_argument("--test-batch-size", type=_int(1), default=S, metavar="N",
+    g.add_argument("--test-batch-size", type=_setting("test_batch_size"), default=S, metavar="N",
                    help=f"input batch size for testing (default: {d.test_batch_size})")
-    g.add_argument("--epochs", type=_int(1), default=S, metavar="N",
+    g.add_argument("--epochs", type=_setting("epochs"), default=S, metavar="N",
                    help=f"number of epochs to train (default: {d.epochs})")
-    g.add_argument("--lr", type=_positive_float, default=S, metavar="LR",
+    g.add_argument("--lr", type=_setting("lr", float), default=S, metavar="LR",
                    help=f"learning rate (default: {d.lr})")
-    g.add_argument("--gamma", type=_positive_float, default=S, metavar="M",
+    g.add_argument("--gamma", type=_setting("gamma", float), default=S, metavar="M",
                    help=f"learning rate step gamma, applied every epoch (default: {d.gamma})")
-    g.add_argument("--seed", type=_int(0), default=S, metavar="S",
+    g.add_argument("--seed", type=_setting("seed"), default=S, metavar="S",
                    help=f"random seed (default: {d.seed})")
-    g.add_argument("--log-interval", type=_int(1), default=S, metavar="N",
+    g.add_argument("--log-interval", type=_setting("log_interval"), default=S, metavar="N",
                    help=f"steps between logged training figures (default: {d.log_interval})")
 
     g = parser.add_argument_group("task and data")
@@ -92,14 +79,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                    "package.module:FUNCTION")
     g.add_argument("--data-dir", default=S, metavar="DIR",
                    help=f"where datasets live or are downloaded to (default: {d.data_dir})")
-    g.add_argument("--num-workers", type=_int(0), default=S, metavar="N",
+    g.add_argument("--num-workers", type=_setting("num_workers"), default=S, metavar="N",
                    help="DataLoader worker processes; raise it when training waits for data "
                    f"(default: {d.num_workers})")
-    g.add_argument("--fake-size", type=_int(1), default=S, metavar="N",
+    g.add_argument("--fake-size", type=_setting("fake_size"), default=S, metavar="N",
                    help=f"fake task: training images (default: {d.fake_size})")
-    g.add_argument("--fake-image-shape", type=_shape, default=S, metavar="CxHxW",
-                   help="fake task: image shape (default: 1x28x28)")
-    g.add_argument("--fake-classes", type=_int(1), default=S, metavar="N",
+    g.add_argument("--fake-image-shape", type=_setting("fake_image_shape", str), default=S,
+                   metavar="CxHxW", help="fake task: image shape (default: 1x28x28; C from "
+                   "{} to {}, H and W from {} to {})".format(*FAKE_CHANNELS, *FAKE_SIDE))
+    g.add_argument("--fake-classes", type=_setting("fake_classes"), default=S, metavar="N",
                    help=f"fake task: number of classes (default: {d.fake_classes})")
 
     g = parser.add_argument_group("device")
@@ -117,14 +105,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                    help="folder holding all runs (default: $CTUI_RUNS, else ./runs)")
     g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
                    help="continue from the newest valid checkpoint in --run-dir, or from CKPT")
-    g.add_argument("--checkpoint-every-steps", type=_int(0), default=S, metavar="N",
-                   help="also save every N steps (default: 0, off)")
-    g.add_argument("--checkpoint-every-minutes", type=_non_negative_minutes, default=S,
-                   metavar="M", help=f"also save every M minutes (default: "
+    g.add_argument("--checkpoint-every-steps", type=_setting("checkpoint_every_steps"), default=S,
+                   metavar="N", help="also save every N steps (default: 0, off)")
+    g.add_argument("--checkpoint-every-minutes", type=_setting("checkpoint_every_minutes", float),
+                   default=S, metavar="M", help=f"also save every M minutes (default: "
                    f"{d.checkpoint_every_minutes:g}; 0 turns it off)")
-    g.add_argument("--keep-checkpoints", type=_int(1), default=S, metavar="K",
+    g.add_argument("--keep-checkpoints", type=_setting("keep_checkpoints"), default=S, metavar="K",
                    help=f"how many recent checkpoints to keep (default: {d.keep_checkpoints})")
-    g.add_argument("--time-limit", type=_duration, default=S, metavar="DURATION",
+    g.add_argument("--time-limit", type=_setting("time_limit", str), default=S, metavar="DURATION",
                    help="checkpoint and stop cleanly before this much time has passed, e.g. "
                    "11h50m, 90m or 3600s (default: none)")
     g.add_argument("--scale-lr", action="store_true", default=S,

@@ -41,13 +41,17 @@ from ..host import (
     start_host,
 )
 from ..host.protocol import END_FILE
-from ..host.registry import read_json, run_info, run_status
+from ..host.registry import UNREADABLE, read_json, run_info, run_status
 from ..runs import METRICS_FILE
+from ..safefs import open_regular
 from .console import epoch_line
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
+from .options import wait_seconds
 
 if TYPE_CHECKING:
     from ..checkpoint import ResumePoint
+
+MAX_FOLLOW_READ = 16 * 2**20  # per poll, so a huge or growing file never fills memory
 
 # What `ctui set` may change in a live run: name -> (command, smallest value).
 SETTABLE: dict[str, tuple[Callable[[int], Command], int]] = {
@@ -71,7 +75,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(name, help=text, description=text[0].upper() + text[1:]
                                      + ". RUN defaults to the only live run.")
         _run_argument(parser)
-        parser.add_argument("--timeout", type=float, default=None, metavar="S",
+        parser.add_argument("--timeout", type=wait_seconds, default=None, metavar="S",
                             help="seconds to wait for the run to answer (default: 120 for stop, "
                             "30 otherwise)")
         if name == "stop":
@@ -86,7 +90,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     settings.add_argument("items", nargs="+", metavar="[RUN] KEY=VALUE",
                           help="the run (optional), then batch_size=N and/or num_workers=N")
     _runs_dir_flag(settings)
-    settings.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    settings.add_argument("--timeout", type=wait_seconds, default=30.0, metavar="S",
                           help="seconds to wait for the run to confirm (default: 30)")
     settings.set_defaults(handler=cmd_set)
 
@@ -138,19 +142,37 @@ def run_detached(config: RunConfig, resume: ResumePoint | None) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """One line per run; a folder that cannot be read is one line too, saying why."""
     runs = list_runs(args.runs_dir)
     if not runs:
+        if os.path.isdir(args.runs_dir) and not os.access(args.runs_dir, os.R_OK | os.X_OK):
+            fail(f"cannot read the runs folder {args.runs_dir}: permission denied", EXIT_FAILED)
         print(f"no runs in {args.runs_dir}; start one with `ctui train --detach`")
         return EXIT_OK
-    rows = [("RUN", "STATUS", "EPOCH", "LAST CHECKPOINT", "SAVED", "PID")]
-    rows += [(info.name, info.status, f"{info.epoch}/{info.epochs or '?'}",
-              info.last_checkpoint.name if info.last_checkpoint else "-",
-              _ago(info.checkpoint_age), str(info.pid or "-")) for info in runs]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
+    header = ("RUN", "STATUS", "EPOCH", "LAST CHECKPOINT", "SAVED", "PID")
+    rows = [header, *(_ls_row(info) for info in runs)]
+    full = [row for row in rows if len(row) == len(header)]
+    widths = [max(len(row[column]) for row in (rows if column < 2 else full))
+              for column in range(len(header))]
+    for row in rows:  # an unreadable run's reason runs on past the EPOCH column
         print("  ".join(cell.ljust(width)
-                        for cell, width in zip(row, widths, strict=True)).rstrip())
+                        for cell, width in zip(row, widths, strict=False)).rstrip())
     return EXIT_OK
+
+
+def _ls_row(info: RunInfo) -> tuple[str, ...]:
+    name = _printable(info.name)
+    if info.status == UNREADABLE:
+        return name, info.status, _printable(info.reason)
+    return (name, info.status, f"{info.epoch}/{info.epochs or '?'}",
+            _printable(info.last_checkpoint.name) if info.last_checkpoint else "-",
+            _ago(info.checkpoint_age), str(info.pid or "-"))
+
+
+def _printable(text: str) -> str:
+    """A folder name as one safe line: control characters (a newline, a terminal escape) and
+    undecodable bytes are shown escaped, never sent to the terminal as they are."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 # ---------------------------------------------------------------- stop, pause, resume, checkpoint
@@ -357,17 +379,23 @@ class MetricsFollower:
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity or stat.st_size < self._position:
             self._identity, self._position, self._partial = identity, 0, b""
-        with open(self.path, "rb") as handle:
+        try:  # a regular file only: never a link or a FIFO planted in its place
+            handle = os.fdopen(open_regular(self.path), "rb")
+        except OSError:
+            return []
+        with handle:
             handle.seek(self._position)
-            data = self._partial + handle.read()
+            data = self._partial + handle.read(MAX_FOLLOW_READ)
             self._position = handle.tell()
         *lines, self._partial = data.split(b"\n")
         records = []
         for line in lines:
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return records
 
 

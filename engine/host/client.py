@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,15 @@ from pathlib import Path
 from ..events import Command, Event
 from .errors import HostError, HostStartError, HostUnavailable, RunNotFound
 from .launch import start_host
-from .protocol import HISTORY_END, HOST_FILE, decode_event, encode, socket_address
+from .protocol import (
+    HISTORY_END,
+    HOST_FILE,
+    SOCKET_NAME,
+    decode_event,
+    encode,
+    peer_credentials,
+    socket_address,
+)
 from .registry import (
     RunInfo,
     find_live_run,
@@ -51,7 +61,9 @@ class RunClient:
 
     @classmethod
     def connect(cls, run_dir: str | Path, timeout: float = 5.0) -> RunClient:
-        """Connect to the run's host, waiting up to timeout for one that is starting."""
+        """Connect to the run's host, waiting up to timeout for one that is starting or busy.
+        Refuses (HostUnavailable) a control.sock that is not a socket, or is served by another
+        user: a listener planted there would be told our commands and answer them."""
         run_dir = Path(run_dir)
         deadline = time.monotonic() + timeout
         while True:
@@ -59,13 +71,19 @@ class RunClient:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 with socket_address(run_dir) as address:
+                    _check_socket_file(run_dir, address)
                     sock.connect(address)
+                _check_server(sock, run_dir)
+            except HostUnavailable:
+                sock.close()
+                raise
             except OSError as error:
                 sock.close()
                 headless = read_json(run_dir / HOST_FILE).get("headless")
                 if headless or not host_is_live(run_dir) or time.monotonic() >= deadline:
                     raise HostUnavailable(_unavailable(run_dir, error)) from None
-                time.sleep(0.05)
+                # EAGAIN: the host's queue of new connections is full (a flood): soon again
+                time.sleep(0.01 if isinstance(error, BlockingIOError) else 0.05)
                 continue
             sock.settimeout(None)
             return cls(sock, run_dir)
@@ -166,6 +184,28 @@ class RunClient:
             return False
         self._buffer += data
         return bool(data)
+
+
+def _check_socket_file(run_dir: Path, address: str) -> None:
+    """control.sock must be a socket itself, not a link to one or anything else. A missing one
+    is left to connect() (a host that is starting)."""
+    try:
+        mode = os.lstat(address).st_mode
+    except OSError:
+        return
+    if stat.S_ISLNK(mode) or not stat.S_ISSOCK(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a socket"
+        raise HostUnavailable(f"run {run_dir.name}: {run_dir / SOCKET_NAME} is {what}: refusing "
+                              "to connect (a run host makes it a socket)")
+
+
+def _check_server(sock: socket.socket, run_dir: Path) -> None:
+    """The process serving the socket runs as this user, as the host checks of its clients."""
+    pid, uid = peer_credentials(sock)
+    if uid is not None and uid != os.geteuid():
+        raise HostUnavailable(f"run {run_dir.name}: {run_dir / SOCKET_NAME} is served by uid "
+                              f"{uid} (pid {pid}), not by this user (uid {os.geteuid()}): "
+                              "refusing to connect")
 
 
 def _unavailable(run_dir: Path, error: OSError) -> str:

@@ -27,7 +27,9 @@ LOG_NAME = "host.log"  # the host's stdout and stderr
 REQUEST_NAME = "host-request.json"  # settings handed from `start_host` to the new host
 
 HISTORY_END = "history_end"
-MAX_LINE_BYTES = 64 * 1024  # a command is tiny; a longer line is garbage or an attack
+# A command is under 300 bytes (a stop reason is cut to 200 characters): a longer line is
+# garbage or an attack, refused before it is decoded.
+MAX_LINE_BYTES = 4 * 1024
 
 
 class ProtocolError(ValueError):

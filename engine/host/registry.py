@@ -29,7 +29,13 @@ from typing import Any
 import psutil
 
 from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints
-from ..safefs import MAX_SMALL_FILE, UnsafePathError, open_regular, read_bounded
+from ..safefs import (
+    MAX_SMALL_FILE,
+    UnsafePathError,
+    open_regular,
+    read_bounded,
+    write_atomically,
+)
 from .errors import RunNotFound
 from .protocol import END_FILE, HOST_FILE, LOCK_NAME
 
@@ -50,6 +56,7 @@ TAIL_SCAN = 8 << 20
 _LONGEST_LINE = 1 << 14  # a record is under 1 KiB: a longer line is skipped, never parsed
 _MAX_PARSED = 1000  # lines that look like records but fail to parse: a file we did not write
 _RECORD = re.compile(rb'"type"\s*:\s*"(epoch|step)"')
+_EPOCH_RECORD = re.compile(rb'"type"\s*:\s*"(epoch)"')  # once a step record has been seen
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically (temp + rename), private to the user."""
-    temp = path.with_name(path.name + ".tmp")
-    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump(data, handle)
-    os.replace(temp, path)
+    """Atomically (an unguessable O_EXCL temp + rename), private to the user: a link planted
+    at any name is replaced, never written through."""
+    write_atomically(path, json.dumps(data).encode())
 
 
 # ---------------------------------------------------------------- fields read from run files
@@ -332,7 +337,8 @@ def _newest_epoch(chunks: Iterator[bytes]) -> int:
     budget = _MAX_PARSED
     for chunk in chunks:
         line_start = len(chunk) + 1
-        for match in reversed(list(_RECORD.finditer(chunk))):
+        pattern = _RECORD if under_way is None else _EPOCH_RECORD
+        for match in reversed(list(pattern.finditer(chunk))):
             kind = match.group(1).decode()
             if match.start() >= line_start or (kind == "step" and under_way is not None):
                 continue  # a line already looked at, or a step record no longer needed

@@ -5,12 +5,19 @@ One I/O thread does all socket work with a selector. The engine thread only appe
 deque and, at most once per batch, writes a byte to a wake-up socket: it never waits for a client.
 Each client has a bounded backlog; one that reads too slowly, writes garbage or floods is
 answered with a warning or dropped, never allowed to stall the host.
+
+Abuse must not cost the training: the I/O thread runs at a lower priority, accepts connections at
+a bounded rate and gives new clients their history at a lower one (the rest wait, in the kernel's
+queue or ours), drops a client holding half a line, and when every slot is taken makes room for
+a newcomer by dropping the most idle client, so a real command always gets through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import select
 import selectors
 import socket
 import sys
@@ -34,11 +41,29 @@ from .protocol import (
     socket_address,
 )
 
-MAX_CLIENTS = 64
+# Clients. A person has a panel or two and types a command now and then; everything past these
+# bounds is a runaway script or an attack, and costs the training only what the bound allows.
+MAX_CLIENTS = 64  # attached at once; when full, the most idle one makes room for a newcomer
 MAX_BACKLOG_BYTES = 8 * 1024 * 1024  # unsent live events per client, on top of its history
 MAX_LINES_PER_SECOND = 20  # commands are typed or clicked: more is a runaway script
-MAX_BYTES_PER_SECOND = 1024 * 1024
+MAX_BAD_LINES_PER_SECOND = 10  # a few typos are answered; a stream of non-commands is dropped
+MAX_BYTES_PER_SECOND = 256 * 1024  # 20 commands a second are a few KB: 256 KiB is garbage
+HALF_LINE_SECONDS = 5.0  # a client sends a line in one write; half of one for 5 s holds a slot
 READ_CHUNK = 65536
+WRITE_CHUNK = 256 * 1024
+
+# New connections. Each accept costs the I/O thread ~10 us and each client served its history
+# (up to ~1 MB) about a millisecond; a person attaches a few times a minute.
+SERVE_PER_SECOND = 20.0  # new clients given their history: beyond this they wait their turn
+SERVE_BURST = 20  # ... but this many at once after a quiet while (a test suite, many panels)
+ACCEPT_WINDOW = 0.1  # seconds: accepts are counted per window, and paused for its rest ...
+ACCEPTS_PER_WINDOW = 200  # ... past 2,000 a second (~2% of a core); the kernel queues the rest
+LISTEN_BACKLOG = 256  # the kernel's queue: a bit more than a window's accepts, so a client's
+#                       connect finds room between two windows even in a flood
+MAX_WAITING = 64  # accepted, alive, not yet served: past this the longest waiting is dropped
+SNAPSHOT_TAIL = 1000  # events published since the history was last joined, before a rejoin
+NOTE_EVERY = 10.0  # seconds between two notes of one kind in host.log: a flood is one line
+IO_THREAD_NICE = 10  # as the checkpoint writer: socket work yields the CPU to training
 
 
 @dataclass(eq=False)
@@ -46,12 +71,16 @@ class _Client:
     sock: socket.socket
     pid: int
     limit: int  # backlog bound in bytes
+    connected: float = 0.0
     out: bytearray = field(default_factory=bytearray)
     inbuf: bytearray = field(default_factory=bytearray)
     reading: bool = True
+    half_line_since: float | None = None  # when the unfinished line in inbuf began
+    commands: int = 0  # applied, all told: a client that sent none is idle
     window_start: float = 0.0
     window_bytes: int = 0
     window_lines: int = 0
+    window_bad: int = 0
     warned: bool = False
 
 
@@ -68,7 +97,17 @@ class HostServer:
         self._wake_pending = False
         self._inbox: deque[Event] = deque()  # appended by the engine thread, drained by I/O
         self._history = History()
+        self._snapshot: bytes | None = None  # the history joined, and the lines since: see
+        self._since: list[bytes] = []  # _history_bytes()
         self._clients: dict[socket.socket, _Client] = {}
+        self._waiting: deque[tuple[socket.socket, int]] = deque()  # accepted, not yet served
+        self._tokens = float(SERVE_BURST)  # new clients that may be served now
+        self._tokens_at = time.monotonic()
+        self._window_end = 0.0  # the current accept window, and the accepts left in it
+        self._accepts_left = ACCEPTS_PER_WINDOW
+        self._listening = True  # the listener is polled (not paused for the window's rest)
+        self._half_line_check = math.inf  # when a client's half line next times out
+        self._notes = _Notes()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
@@ -109,9 +148,10 @@ class HostServer:
     # ------------------------------------------------------------ I/O thread
 
     def _serve(self) -> None:
+        _lower_this_threads_priority()
         try:
             while True:
-                timeout = None
+                timeout = self._housekeeping()
                 if self._deadline is not None:
                     self._stop_accepting()
                     self._deliver()
@@ -138,39 +178,139 @@ class HostServer:
         finally:
             self._close_all()
 
+    def _housekeeping(self) -> float | None:
+        """Timed work: reopen the listener, serve waiting clients, drop half lines held too
+        long. Returns how long the selector may sleep before more is due (None: no limit)."""
+        now = time.monotonic()
+        if not self._listening and now >= self._window_end and self._listener.fileno() >= 0:
+            self._listening = True
+            self._selector.register(self._listener, selectors.EVENT_READ)
+        self._serve_waiting(now)
+        self._drop_half_lines(now)
+        due = [self._half_line_check]
+        if not self._listening:
+            due.append(self._window_end)
+        if self._waiting:
+            due.append(now + (1.0 - self._tokens) / SERVE_PER_SECOND)
+        soonest = min(due)
+        return None if soonest == math.inf else max(0.0, soonest - now)
+
     def _deliver(self) -> None:
         self._wake_pending = False  # before draining: a later event then sends a new wake-up
         while self._inbox:
             event = self._inbox.popleft()
             line = encode(event)
             self._history.add(event.kind, line)
+            if self._snapshot is not None:
+                self._since.append(line)
+                if len(self._since) > SNAPSHOT_TAIL:  # rejoin at the next attach instead
+                    self._snapshot, self._since = None, []
             for client in list(self._clients.values()):
                 self._queue(client, line)
 
+    def _history_bytes(self) -> bytes:
+        """What a new client is sent first. Joining a long history takes milliseconds, so the
+        join is kept with the lines published since, and redone once those are many (so a
+        client may get up to SNAPSHOT_TAIL frequent events more than History keeps)."""
+        if self._snapshot is None:
+            self._snapshot, self._since = b"".join(self._history.lines()), []
+        return self._snapshot + b"".join(self._since) + _HISTORY_END_LINE
+
+    # ------------------------------------------------------------ new connections
+
     def _accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:
-            return
+        """Take what the kernel has queued, up to the window's accepts; then pause the listener
+        for the window's rest, leaving the rest queued in the kernel at no cost to us."""
+        now = time.monotonic()
+        if now >= self._window_end:
+            self._window_end, self._accepts_left = now + ACCEPT_WINDOW, ACCEPTS_PER_WINDOW
+        while self._accepts_left > 0:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:  # BlockingIOError: none left
+                break
+            self._accepts_left -= 1
+            self._admit(sock)
+        if self._accepts_left <= 0 and self._listening:
+            self._listening = False
+            self._selector.unregister(self._listener)
+        self._serve_waiting(now)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Queue a new connection to be served, unless it is another user's or already gone."""
         pid, uid = peer_credentials(sock)
-        if uid is not None and uid != os.getuid():
-            _note(f"refused a connection from uid {uid} (pid {pid}): this run belongs to uid "
-                  f"{os.getuid()}")
+        if uid is not None and uid != os.geteuid():
+            self._notes.note("uid", f"refused a connection from uid {uid} (pid {pid}): this run "
+                             f"belongs to uid {os.geteuid()}")
             sock.close()
             return
-        if len(self._clients) >= MAX_CLIENTS:
-            with contextlib.suppress(OSError):
-                sock.send(encode(LogLine(level="error", message=f"too many clients "
-                                         f"({MAX_CLIENTS}) attached to this run")))
+        if _peer_gone(sock):  # connected and closed before we got to it: nothing to serve
             sock.close()
             return
+        if len(self._waiting) >= MAX_WAITING:
+            self._purge_waiting()
+        if len(self._waiting) >= MAX_WAITING:
+            old, old_pid = self._waiting.popleft()
+            self._notes.note("waiting", f"dropped client pid {old_pid}: more than "
+                             f"{MAX_WAITING} connections waiting to be served")
+            _close(old)
+        self._waiting.append((sock, pid or 0))
+
+    def _purge_waiting(self) -> None:
+        alive = deque()
+        for sock, pid in self._waiting:
+            if _peer_gone(sock):
+                sock.close()
+            else:
+                alive.append((sock, pid))
+        self._waiting = alive
+
+    def _serve_waiting(self, now: float) -> None:
+        """Serve waiting connections, oldest first, as the rate allows."""
+        self._tokens = min(float(SERVE_BURST),
+                           self._tokens + (now - self._tokens_at) * SERVE_PER_SECOND)
+        self._tokens_at = now
+        while self._waiting and self._tokens >= 1.0:
+            sock, pid = self._waiting.popleft()
+            if _peer_gone(sock):
+                sock.close()
+                continue
+            self._tokens -= 1.0
+            if self._make_room():
+                self._attach(sock, pid, now)
+            else:
+                with contextlib.suppress(OSError):
+                    sock.send(encode(LogLine(level="error", message=f"too many clients "
+                                             f"({MAX_CLIENTS}) attached to this run")))
+                sock.close()
+
+    def _make_room(self) -> bool:
+        """A slot for a newcomer: when all are taken, drop the client holding a half line the
+        longest, else the one attached longest without sending a command."""
+        if len(self._clients) < MAX_CLIENTS:
+            return True
+        clients = self._clients.values()
+        half = [client for client in clients if client.half_line_since is not None]
+        idle = [client for client in clients if not client.commands]
+        if half:
+            self._drop(min(half, key=lambda client: client.half_line_since),
+                       "made room for a new client: held half a line the longest", tell=True)
+        elif idle:
+            self._drop(min(idle, key=lambda client: client.connected),
+                       "made room for a new client: attached the longest without a command",
+                       tell=True)
+        return len(self._clients) < MAX_CLIENTS
+
+    def _attach(self, sock: socket.socket, pid: int, now: float) -> None:
         sock.setblocking(False)
         self._deliver()  # what was published before this client came is its history
-        history = b"".join(self._history.lines()) + encode({"type": HISTORY_END})
-        client = _Client(sock, pid or 0, limit=MAX_BACKLOG_BYTES + len(history))
+        history = self._history_bytes()
+        client = _Client(sock, pid, limit=MAX_BACKLOG_BYTES + len(history), connected=now)
         self._clients[sock] = client
         self._selector.register(sock, selectors.EVENT_READ, client)
         self._queue(client, history)
+
+    # ------------------------------------------------------------ what clients send
 
     def _read(self, client: _Client) -> None:
         try:
@@ -180,49 +320,106 @@ class HostServer:
         except OSError:
             self._drop(client, "")
             return
-        if not data:  # the client closed its side; a half-sent line is discarded
-            client.inbuf.clear()
-            client.reading = False
-            self._update_interest(client)
+        if not data:
+            self._end_of_input(client)
             return
         now = time.monotonic()
         if now - client.window_start >= 1.0:
-            client.window_start, client.window_bytes, client.window_lines = now, 0, 0
+            client.window_start, client.window_bytes = now, 0
+            client.window_lines = client.window_bad = 0
             client.warned = False
         client.window_bytes += len(data)
         if client.window_bytes > MAX_BYTES_PER_SECOND:
-            self._drop(client, "sent more than 1 MiB in a second", tell=True)
+            self._drop(client, f"sent more than {MAX_BYTES_PER_SECOND // 1024} KiB in a second",
+                       tell=True)
             return
         client.inbuf += data
+        took_lines = self._take_lines(client)
+        if client.sock not in self._clients:
+            return
+        if len(client.inbuf) > MAX_LINE_BYTES:
+            self._drop(client, f"sent a line longer than {MAX_LINE_BYTES} bytes", tell=True)
+        elif not client.inbuf:
+            client.half_line_since = None
+        elif took_lines or client.half_line_since is None:
+            client.half_line_since = now
+            self._half_line_check = min(self._half_line_check, now + HALF_LINE_SECONDS)
+
+    def _end_of_input(self, client: _Client) -> None:
+        """The client closed its side; a half-sent line is discarded. Gone altogether, it is
+        dropped now; one that only stopped sending (`echo ... | nc -U`) still gets events."""
+        if _peer_gone(client.sock):
+            self._drop(client, "")
+            return
+        client.inbuf.clear()
+        client.half_line_since = None
+        client.reading = False
+        self._update_interest(client)
+
+    def _take_lines(self, client: _Client) -> bool:
+        """Handle the complete lines in the client's buffer; whether there were any. Past the
+        line rate the rest are skipped in one go, without looking at each."""
+        took = False
         while (end := client.inbuf.find(b"\n")) >= 0:
+            took = True
+            if end > MAX_LINE_BYTES:  # refused before decoding, however much JSON it looks
+                self._drop(client, f"sent a line longer than {MAX_LINE_BYTES} bytes", tell=True)
+                return took
+            if client.window_lines >= MAX_LINES_PER_SECOND:
+                self._over_rate(client)
+                del client.inbuf[: client.inbuf.rfind(b"\n") + 1]
+                return took
+            client.window_lines += 1  # blank lines too, or a flood of them would be free
             line = bytes(client.inbuf[:end]).strip()
             del client.inbuf[: end + 1]
             if line:
                 self._handle_line(client, line)
             if client.sock not in self._clients:
-                return
-        if len(client.inbuf) > MAX_LINE_BYTES:
-            self._drop(client, f"sent a line longer than {MAX_LINE_BYTES} bytes", tell=True)
+                return took
+        return took
+
+    def _over_rate(self, client: _Client) -> None:
+        if not client.warned:
+            client.warned = True
+            self._reply(client, f"more than {MAX_LINES_PER_SECOND} messages in a second: "
+                        "ignoring the rest of this second's")
 
     def _handle_line(self, client: _Client, line: bytes) -> None:
-        client.window_lines += 1
-        if client.window_lines > MAX_LINES_PER_SECOND:
-            if not client.warned:
-                client.warned = True
-                self._reply(client, f"more than {MAX_LINES_PER_SECOND} messages in a second: "
-                            "ignoring the rest of this second's")
-            return
         try:
             command = decode_command(line)
         except ProtocolError as error:
-            self._reply(client, f"ignored a message: {error}")
+            client.window_bad += 1
+            if client.window_bad > MAX_BAD_LINES_PER_SECOND:
+                self._drop(client, f"sent more than {MAX_BAD_LINES_PER_SECOND} messages in a "
+                           "second that are not commands", tell=True)
+            else:
+                self._reply(client, f"ignored a message: {error}")
             return
         if isinstance(command, Stop):  # the reason is echoed to every client: keep it short
             command = Stop(reason=str(command.reason)[:200])
+        client.commands += 1
         try:
             self.on_command(command)
         except Exception as error:
             self._reply(client, f"could not apply {command.kind}: {error}")
+
+    def _drop_half_lines(self, now: float) -> None:
+        """Drop clients that have held half a line for HALF_LINE_SECONDS: a real client sends
+        a line in one write, and a held one takes a slot."""
+        if now < self._half_line_check:
+            return
+        self._half_line_check = math.inf
+        for client in list(self._clients.values()):
+            if client.half_line_since is None:
+                continue
+            due = client.half_line_since + HALF_LINE_SECONDS
+            if due <= now:
+                self._drop(client, f"held half a line for more than {HALF_LINE_SECONDS:g}s",
+                           tell=True)
+            else:
+                self._half_line_check = min(self._half_line_check, due)
+
+    # ------------------------------------------------------------ what clients are sent
 
     def _reply(self, client: _Client, message: str) -> None:
         self._queue(client, encode(LogLine(level="warning", message=message)))
@@ -237,7 +434,7 @@ class HostServer:
     def _flush(self, client: _Client) -> None:
         try:
             while client.out:
-                sent = client.sock.send(client.out[:READ_CHUNK * 4])
+                sent = client.sock.send(client.out[:WRITE_CHUNK])
                 del client.out[:sent]
         except BlockingIOError:
             pass
@@ -260,7 +457,7 @@ class HostServer:
 
     def _drop(self, client: _Client, reason: str, tell: bool = False) -> None:
         if reason:
-            _note(f"disconnected client pid {client.pid}: {reason}")
+            self._notes.note(reason, f"disconnected client pid {client.pid}: {reason}")
             if tell:
                 with contextlib.suppress(OSError):
                     client.sock.send(encode(LogLine(level="error",
@@ -277,6 +474,8 @@ class HostServer:
             self._listener.close()
             with contextlib.suppress(OSError):
                 os.unlink(self.run_dir / SOCKET_NAME)
+        while self._waiting:
+            _close(self._waiting.popleft()[0])
 
     def _close_all(self) -> None:
         if self._closed:
@@ -303,7 +502,7 @@ def bind_private(run_dir: Path) -> socket.socket:
         finally:
             os.umask(old_umask)
         os.chmod(address, 0o600)
-    listener.listen(16)
+    listener.listen(LISTEN_BACKLOG)
     listener.setblocking(False)
     return listener
 
@@ -314,5 +513,40 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
+def _peer_gone(sock: socket.socket) -> bool:
+    """The other end has closed (not just stopped sending): one poll, no read."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+
+def _lower_this_threads_priority() -> None:
+    """On Linux a thread has its own nice value: socket work yields the CPU to training."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), IO_THREAD_NICE)
+
+
+class _Notes:
+    """Notes for host.log, at most one of a kind per NOTE_EVERY seconds: a flood of bad
+    clients is a line now and then, with a count, not a line per client."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def note(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -math.inf) < NOTE_EVERY:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._skipped.pop(kind, 0)
+        _note(message + (f" (and {skipped} more like it since the last such note)"
+                         if skipped else ""))
+
+
 def _note(message: str) -> None:
     print(f"host: {message}", file=sys.stderr, flush=True)
+
+
+_HISTORY_END_LINE = encode({"type": HISTORY_END})

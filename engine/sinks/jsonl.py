@@ -185,6 +185,8 @@ def _keep(line: bytes | None, global_step: int, epochs_done: int | None) -> tupl
     """(keep it, what is wrong with it or "")."""
     if line is None:
         return False, f"longer than {MAX_LINE} bytes"
+    if not line.strip():
+        return False, ""  # a blank line: nothing lost
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the limit

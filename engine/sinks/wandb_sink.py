@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..events import EpochEnded, Event, State, StateChanged, StepLogged
+from ..safefs import read_bounded, write_atomically
 from .loggers import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
 
 RUN_ID_KEY = "wandb_run_id"  # in the checkpoint: the run a resumed run appends to
@@ -64,7 +65,9 @@ class WandbSink:
             return  # wandb would drop it with a warning on the terminal
         self.run.log(record, step=step)
         if step > self._last_step:
-            self._mark.write_text(json.dumps({"run_id": self.run.id, "step": step}))
+            # Never through a planted link; no fsync: a torn mark only costs a re-logged step.
+            write_atomically(self._mark, json.dumps({"run_id": self.run.id, "step": step})
+                             .encode(), durable=False)
         self._last_step = self._next_step = step  # the same step again merges into one row
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -130,12 +133,13 @@ def open_wandb(mode: str, wandb_dir: Path, settings: dict[str, Any], saved: dict
 
 def _read_mark(path: Path, run_id: str) -> int:
     try:
-        mark = json.loads(path.read_text())
+        mark = json.loads(read_bounded(path))
     except (OSError, ValueError):  # none yet, or torn by the crash
         return 0
     if not isinstance(mark, dict) or mark.get("run_id") != run_id:
         return 0
-    return int(mark.get("step", 0))
+    step = mark.get("step", 0)
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0
 
 
 def _define_axes(run: Any) -> None:

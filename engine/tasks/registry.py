@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import stat
 import sys
 from pathlib import Path
 
@@ -22,9 +23,9 @@ def load_task(config: RunConfig) -> Task:
         task = build(config)
     except TaskError:
         raise
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise TaskError(f"--task {config.task}: build(config) raised "
-                        f"{type(error).__name__}: {error}") from error
+                        f"{_one_line(error)}") from error
     _check(task, config.task)
     if task.name == "custom":
         task.name = config.task
@@ -38,31 +39,65 @@ def _user_builder(spec: str):
     if target.endswith(".py") or "/" in target or "\\" in target:
         module = _module_from_file(Path(target), spec)
     else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as error:
-            raise TaskError(f"--task {spec}: cannot import module {target!r} ({error})") from None
+        module = _module_from_import(target, spec)
     build = getattr(module, function, None)
     if not callable(build):
         raise TaskError(f"--task {spec}: {target} has no function {function!r}")
     return build
 
 
+def _module_from_import(target: str, spec: str):
+    try:
+        return importlib.import_module(target)
+    except ImportError as error:
+        raise TaskError(f"--task {spec}: cannot import module {target!r} ({error})") from None
+    except TypeError:  # a relative name such as ..tasks has no package to be relative to
+        raise TaskError(f"--task {spec}: {target!r} is not a module name; use "
+                        "package.module:FUNCTION or FILE.py:FUNCTION") from None
+    except (Exception, SystemExit) as error:
+        raise TaskError(f"--task {spec}: importing {target} raised "
+                        f"{_one_line(error)}") from error
+
+
 def _module_from_file(path: Path, spec: str):
-    if not path.is_file():
-        raise TaskError(f"--task {spec}: file {path} does not exist")
+    _check_task_file(path, spec)
     name = f"ctui_user_task_{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:  # not reached for a .py file
+        raise TaskError(f"--task {spec}: Python cannot load {path} as a module")
     module = importlib.util.module_from_spec(module_spec)
     # Registered so pickling for DataLoader workers (spawn) can find the module's classes.
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # SystemExit: a script's own argparse or exit()
         sys.modules.pop(name, None)
         raise TaskError(f"--task {spec}: loading {path} raised "
-                        f"{type(error).__name__}: {error}") from error
+                        f"{_one_line(error)}") from error
     return module
+
+
+def _check_task_file(path: Path, spec: str) -> None:
+    """A user task file is a regular .py file: anything else (/etc/passwd, a folder, a FIFO
+    that would block the import) is refused before Python opens it."""
+    if path.suffix != ".py":
+        raise TaskError(f"--task {spec}: {path} is not a Python file; give FILE.py:FUNCTION "
+                        "(or package.module:FUNCTION)")
+    try:
+        mode = path.stat().st_mode  # follows a link: the user named this file
+    except FileNotFoundError:
+        raise TaskError(f"--task {spec}: file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise TaskError(f"--task {spec}: cannot read {path} "
+                        f"({getattr(error, 'strerror', None) or error})") from None
+    if not stat.S_ISREG(mode):
+        raise TaskError(f"--task {spec}: {path} is not a regular file; give FILE.py:FUNCTION")
+
+
+def _one_line(error: BaseException) -> str:
+    """`Type: first line of the message`: a task's error must not break the one-line rule."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _check(task: object, spec: str) -> None:
