@@ -1,34 +1,36 @@
-"""Training throughput of a process serving its run on a HostServer while the socket is abused,
-against the same training left alone. Target: ratio >= 0.90 for each kind of abuse, and a real
-client still attaches and is answered during it.
+"""Training throughput of a process serving its run on a HostServer while attackers abuse the
+socket, against the same training left alone. Target: ratio >= 0.90 for each kind of abuse, and
+a real client still attaches and is answered during it.
 
-    python tests/bench/bench_socket_abuse.py                   # 4 repetitions
-    python tests/bench/bench_socket_abuse.py --reps 3 --epochs 5 --no-pin
+    python tests/bench/bench_socket_abuse.py                 # 12 rounds of 4 phases, ~4 minutes
+    python tests/bench/bench_socket_abuse.py --rounds 6 --phase 3 --no-pin
 
-The trainer is a process like a run host: the classic MNIST network of pytorch/examples trained on
-random 28x28 images on its main thread, a HostServer on RUN/control.sock, a step event every 10
-steps and an epoch event each epoch, commands applied between steps. (Not `start_host`: this
-measures the socket server alone, whatever else the engine does.)
+One trainer, like a run host: the classic MNIST network of pytorch/examples trained on random
+28x28 images on its main thread, a HostServer on RUN/control.sock, a step event every 10 steps
+and an epoch event every 1024 samples, commands applied between steps. (Not `start_host`: this
+measures the socket server alone, whatever else the engine does.) It reports the time of every
+step and the CPU time its I/O thread has used so far.
 
-Kinds of abuse, each by attacker processes of the same user, for the whole run:
-  churn    two processes connecting and closing as fast as they can
+Phases, each by processes of the same user, switched on and off with SIGCONT and SIGSTOP:
+  none     no one else
+  spin     two processes busy-looping, touching no socket: what a busy neighbour alone costs
+  churn    two processes connecting and closing as fast as they can, never waiting
   garbage  eight clients sending garbage lines (short ones and 60 KB JSON-looking ones) as fast
-           as they can, reading nothing, reconnecting whenever the host hangs up on them
+           as they can, reading nothing, never waiting, reconnecting when hung up on
 
-On a 2-core machine an attacker flat out takes a core whatever the host does, so by default the
-trainer gets core 0 and the attackers core 1: what is measured is what the server itself spends
-on them. --no-pin lets them share every core.
-
-Each repetition trains once per condition, in rotated order (so drift in the machine's speed
-falls on all), and takes the median samples/s over the epochs after the first (warm-up). Halfway
-through each run a real client attaches, reads the history and sends a command that changes
-nothing (the same in every condition). Printed: each run, each repetition's ratios, then per kind
-of abuse the median of the ratios and the ratio of the medians.
+This machine's speed drifts (and others may use it), so the phases alternate every few seconds in
+one run, in rotated order, and each is compared with the "none" phase of the same round. A phase's
+throughput counts only its steps after the first second (the previous phase settling). The
+trainer gets core 0 and the others core 1 (--no-pin: they share every core). Halfway through each
+phase a real client attaches, reads the history and sends a command that changes nothing.
+Printed: per phase kind the median steps/s, the median ratio to "none" of the same round, the
+I/O thread's share of a core, and how long the real client took.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -39,22 +41,33 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
-ATTACKERS = {"churn": 2, "garbage": 1}  # processes per kind (garbage: 8 clients in one)
+PROCESSES = {"none": 0, "spin": 2, "churn": 2, "garbage": 1}  # garbage: 8 clients in one
 GARBAGE_CLIENTS = 8
+SETTLE = 1.0  # seconds at the start of a phase not counted: the last phase's queues drain
 STOP = threading.Event()  # set in an attacker by SIGTERM: print what was done, exit
 
 
 # ---------------------------------------------------------------- attackers (own processes)
 
 
+def attack_spin(address: str) -> int:
+    """No attack: a process as busy as an attacker."""
+    spins = 0
+    while not STOP.is_set():
+        spins += 1
+    return spins
+
+
 def attack_churn(address: str) -> int:
-    """Connect and close, as fast as one process can; returns the connections made."""
+    """Connect and close, as fast as one process can; returns the connections made. A connect
+    the host has no room for fails at once (EAGAIN), and is tried again at once."""
     made = 0
     while not STOP.is_set():
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(1.0)
+        sock.setblocking(False)
         try:
             sock.connect(address)
             made += 1
@@ -74,22 +87,21 @@ def garbage_chunk() -> bytes:
 
 
 def attack_garbage(address: str) -> int:
-    """GARBAGE_CLIENTS threads sending garbage and reading nothing; returns bytes sent."""
+    """GARBAGE_CLIENTS threads sending garbage, reading nothing, never waiting (a send the
+    host has no room for is tried again at once); returns the bytes sent."""
     chunk, sent = garbage_chunk(), [0] * GARBAGE_CLIENTS
 
     def one(index: int) -> None:
         while not STOP.is_set():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(0.5)
+            sock.setblocking(False)
             try:
                 sock.connect(address)
                 while not STOP.is_set():
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         sent[index] += sock.send(chunk)
-                    except TimeoutError:  # the host reads no more for now: keep pushing
-                        continue
             except OSError:
-                time.sleep(0.001)  # hung up on, or the backlog is full: again
+                pass  # no room to connect, or hung up on: again
             finally:
                 sock.close()
 
@@ -103,16 +115,17 @@ def attack_garbage(address: str) -> int:
 
 def attacker_main(kind: str, address: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
-    done = attack_churn(address) if kind == "churn" else attack_garbage(address)
-    print(done, flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # until the bench starts this phase
+    attack = {"spin": attack_spin, "churn": attack_churn, "garbage": attack_garbage}[kind]
+    print(attack(address), flush=True)
 
 
 # ---------------------------------------------------------------- the trainer (own process)
 
 
-def trainer_main(run_dir: Path, epochs: int, samples: int, batch_size: int) -> None:
-    """Train on the main thread while a HostServer serves RUN/control.sock; print one JSON line:
-    samples/s of each epoch."""
+def trainer_main(run_dir: Path, batch_size: int) -> None:
+    """Train on the main thread while a HostServer serves RUN/control.sock, until SIGTERM;
+    print one line per step: its end time and the I/O thread's CPU seconds so far."""
     import queue
 
     import torch
@@ -134,22 +147,21 @@ def trainer_main(run_dir: Path, epochs: int, samples: int, batch_size: int) -> N
             x = self.dropout2(F.relu(self.fc1(torch.flatten(self.dropout1(x), 1))))
             return F.log_softmax(self.fc2(x), dim=1)
 
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     look_live(run_dir)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # pinned to one core: one thread
     torch.manual_seed(1)
+    samples = 1024
     images, labels = torch.randn(samples, 1, 28, 28), torch.randint(0, 10, (samples,))
     model = Net()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     commands: queue.SimpleQueue = queue.SimpleQueue()
-    import ctui.engine.host.server as srv
-    for item in os.environ.get("SRV", "").split(","):
-        if item:
-            name, value = item.split("=")
-            setattr(srv, name, type(getattr(srv, name))(value))
     server = HostServer(run_dir, commands.put).start()
-    speeds = []
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        for step, first in enumerate(range(0, samples, batch_size)):
+    io_thread = next(t for t in threading.enumerate() if t.name == "ctui-host-io")
+    step = epoch = 0
+    while not STOP.is_set():
+        epoch += 1
+        for first in range(0, samples, batch_size):
             while not commands.empty():
                 if isinstance(command := commands.get(), SetNumWorkers):
                     server.publish(LogLine(message=f"num_workers is now {command.num_workers}"))
@@ -158,16 +170,17 @@ def trainer_main(run_dir: Path, epochs: int, samples: int, batch_size: int) -> N
                               labels[first:first + batch_size])
             loss.backward()
             optimizer.step()
+            step += 1
             if step % 10 == 0:
                 server.publish(StepLogged(epoch=epoch, step=step, loss=loss.item()))
-        speeds.append(samples / (time.perf_counter() - start))
-        server.publish(EpochEnded(epoch=epoch, epochs=epochs, samples_per_second=speeds[-1]))
-    io = [t for t in threading.enumerate() if t.name == "ctui-host-io"][0]
-    import psutil
-    cpu = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
-    print("io cpu", cpu.get(io.native_id), "main", cpu.get(threading.main_thread().native_id), "all", sum(cpu.values()), file=sys.stderr)
+            print(f"{time.monotonic():.6f} {thread_cpu_seconds(io_thread):.6f}", flush=True)
+        server.publish(EpochEnded(epoch=epoch, epochs=10**6))
     server.shutdown(flush_seconds=0.5)
-    print(json.dumps(speeds), flush=True)
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    with open(f"/proc/self/task/{thread.native_id}/schedstat") as stat:
+        return int(stat.read().split()[0]) / 1e9
 
 
 def look_live(run_dir: Path) -> None:
@@ -194,117 +207,157 @@ def spawn(arguments: list[str], cpus: set[int] | None, log: Path | None = None
             text=True, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
 
-def stop_attackers(attackers: list[subprocess.Popen]) -> int:
-    """What they did in all: connections made (churn) or bytes sent (garbage)."""
-    for attacker in attackers:
-        attacker.terminate()
-    return sum(int(attacker.communicate()[0].strip() or 0) for attacker in attackers)
+def wait_stopped(process: subprocess.Popen) -> None:
+    """Until the attacker has stopped itself, ready for its phase."""
+    while True:
+        with open(f"/proc/{process.pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.01)
 
 
-def probe(run_dir: Path, delay: float) -> str:
-    """After delay seconds, what a real client gets: attach, read the history, send a command."""
+def probe(run_dir: Path) -> float | None:
+    """Seconds a real client takes to attach, read the history and have a command answered;
+    None if it could not."""
     from ctui.engine.events import SetNumWorkers
     from ctui.engine.host import RunClient
 
-    time.sleep(delay)
     start = time.monotonic()
     try:
         with RunClient.connect(run_dir, timeout=10) as client:
-            history = client.history(timeout=10)
+            client.history(timeout=10)
             client.send(SetNumWorkers(0))
             answered = client.wait_for(
                 lambda e: e.kind == "log" and "num_workers" in e.message, timeout=10)
-    except Exception as error:
-        return f"probe failed: {type(error).__name__}: {error}"
-    return (f"a client attached in {time.monotonic() - start:.2f}s, {len(history)} events, its "
-            f"command {'answered' if answered is not None else 'not answered'}")
+    except Exception:
+        return None
+    return time.monotonic() - start if answered is not None else None
 
 
-def run_once(args: argparse.Namespace, kind: str, runs: Path, cpus: tuple, probe_after: float
-             ) -> tuple[list[float], str, int]:
-    """Epoch speeds after the first, the probe's outcome and what the attackers did."""
-    run_dir = runs / f"{kind}-{time.monotonic_ns()}"
-    run_dir.mkdir(mode=0o700)
-    trainer = spawn(["--train", str(run_dir), "--epochs", str(args.epochs), "--samples",
-                     str(args.samples), "--batch-size", str(args.batch_size)], cpus[0],
-                    run_dir / "host.log")
-    while not (run_dir / "control.sock").exists():
-        if trainer.poll() is not None:
-            raise RuntimeError(f"the trainer exited with {trainer.returncode}")
-        time.sleep(0.01)
-    attackers = [spawn(["--attack", kind, str(run_dir / "control.sock")], cpus[1])
-                 for _ in range(ATTACKERS.get(kind, 0))]
-    outcome: list[str] = []
-    prober = threading.Thread(target=lambda: outcome.append(probe(run_dir, probe_after)))
-    prober.start()
-    try:
-        output = trainer.communicate()[0]
-    finally:
-        done = stop_attackers(attackers)
-        prober.join()
-    speeds = json.loads(output.strip().splitlines()[-1])
-    return speeds[1:] or speeds, outcome[0], done
-
-
-def attacked(kind: str, done: int, seconds: float) -> str:
-    if kind == "churn":
-        return f", {done / seconds:,.0f} connections/s"
-    if kind == "garbage":
-        return f", {done / seconds / 2**20:,.1f} MiB/s of garbage sent"
-    return ""
+def steps_per_second(steps: list[tuple[float, float]], start: float, end: float
+                     ) -> tuple[float, float]:
+    """(steps/s, I/O thread's share of a core) over the steps that ended in [start, end]."""
+    inside = [step for step in steps if start <= step[0] <= end]
+    if len(inside) < 2:
+        return 0.0, 0.0
+    (t0, io0), (t1, io1) = inside[0], inside[-1]
+    return (len(inside) - 1) / (t1 - t0), (io1 - io0) / (t1 - t0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=1024, help="per epoch")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--kinds", default="churn,garbage")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--phase", type=float, default=4.0, help="seconds per phase")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--kinds", default="spin,churn,garbage")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--attack", nargs=2, metavar=("KIND", "SOCKET"), help=argparse.SUPPRESS)
     parser.add_argument("--train", metavar="RUN_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.attack:
-        attacker_main(*args.attack)
-        return
+        return attacker_main(*args.attack)
     if args.train:
-        trainer_main(Path(args.train), args.epochs, args.samples, args.batch_size)
-        return
+        return trainer_main(Path(args.train), args.batch_size)
 
     available = sorted(os.sched_getaffinity(0))
     cpus: tuple = (None, None)
     if not args.no_pin and len(available) >= 2:
         cpus = ({available[0]}, {available[1]})
     kinds = ["none", *args.kinds.split(",")]
-    print(f"MNIST net on random images, {args.epochs} epochs of {args.samples} samples, batch "
-          f"size {args.batch_size}; trainer on cores {sorted(cpus[0] or available)}, attackers "
-          f"on {sorted(cpus[1] or available)}; {args.reps} repetitions", flush=True)
-    speeds: dict[str, list[float]] = {kind: [] for kind in kinds}
-    ratios: dict[str, list[float]] = {kind: [] for kind in kinds[1:]}
+    print(f"MNIST net on random images, batch size {args.batch_size}; trainer on cores "
+          f"{sorted(cpus[0] or available)}, others on {sorted(cpus[1] or available)}; "
+          f"{args.rounds} rounds of {len(kinds)} phases of {args.phase:g}s", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        runs, probe_after = Path(folder), 0.0
-        for rep in range(args.reps):
-            this: dict[str, float] = {}
-            for kind in kinds[rep % len(kinds):] + kinds[: rep % len(kinds)]:
-                started = time.monotonic()
-                epochs, outcome, done = run_once(args, kind, runs, cpus, probe_after or 3.0)
-                took = time.monotonic() - started
-                if kind == "none" and not probe_after:
-                    probe_after = took / 2
-                this[kind] = statistics.median(epochs)
-                speeds[kind].append(this[kind])
-                print(f"rep {rep + 1} {kind:>8}: {this[kind]:,.0f} samples/s ({took:.0f}s"
-                      f"{attacked(kind, done, took)}); {outcome}", flush=True)
-            for kind in kinds[1:]:
-                ratios[kind].append(this[kind] / this["none"])
-            print(f"rep {rep + 1} ratios: " + ", ".join(f"{kind}/none {ratios[kind][-1]:.3f}"
-                                                        for kind in kinds[1:]), flush=True)
-    for kind in kinds[1:]:
-        median = statistics.median(speeds[kind]) / statistics.median(speeds["none"])
-        print(f"{kind}/none: median of ratios {statistics.median(ratios[kind]):.3f} (min "
-              f"{min(ratios[kind]):.3f}, max {max(ratios[kind]):.3f}); ratio of medians "
-              f"{median:.3f} (target >= 0.90)")
+        run_dir = Path(folder) / "run"
+        run_dir.mkdir(mode=0o700)
+        results = bench(args, kinds, run_dir, cpus)
+    report(kinds, *results)
+
+
+def bench(args: argparse.Namespace, kinds: list[str], run_dir: Path, cpus: tuple):
+    trainer = spawn(["--train", str(run_dir), "--batch-size", str(args.batch_size)], cpus[0],
+                    run_dir.parent / "host.log")
+    steps: list[tuple[float, float]] = []
+    reader = threading.Thread(target=lambda: steps.extend(
+        tuple(map(float, line.split())) for line in trainer.stdout))
+    reader.start()
+    groups: dict[str, list[subprocess.Popen]] = {}
+    try:
+        while not (run_dir / "control.sock").exists() or len(steps) < 20:  # warmed up
+            if trainer.poll() is not None:
+                raise RuntimeError(f"the trainer exited with {trainer.returncode}")
+            time.sleep(0.05)
+        for kind in kinds:
+            groups[kind] = [spawn(["--attack", kind, str(run_dir / "control.sock")], cpus[1])
+                            for _ in range(PROCESSES[kind])]
+            for process in groups[kind]:
+                wait_stopped(process)
+        phases, probes = run_phases(args, kinds, run_dir, groups)
+    finally:
+        done = {}
+        for kind, processes in groups.items():
+            for process in processes:
+                process.terminate()
+                process.send_signal(signal.SIGCONT)
+            done[kind] = sum(int(p.communicate()[0].strip() or 0) for p in processes)
+        trainer.terminate()
+        trainer.wait()
+        reader.join()
+    return steps, phases, probes, done
+
+
+def run_phases(args: argparse.Namespace, kinds: list[str], run_dir: Path,
+               groups: dict[str, list[subprocess.Popen]]):
+    """[(round, kind, start, end)] of the counted part of each phase, and the probes' times."""
+    phases, probes = [], defaultdict(list)
+    for round_ in range(args.rounds):
+        shift = round_ % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            for process in groups[kind]:
+                process.send_signal(signal.SIGCONT)
+            start = time.monotonic()
+            time.sleep(args.phase / 2)
+            probes[kind].append(probe(run_dir))
+            time.sleep(max(0.0, start + args.phase - time.monotonic()))
+            for process in groups[kind]:
+                process.send_signal(signal.SIGSTOP)
+            phases.append((round_, kind, start + SETTLE, time.monotonic()))
+    return phases, probes
+
+
+def report(kinds: list[str], steps, phases, probes, done) -> None:
+    speed: dict[tuple[int, str], float] = {}
+    io_share: dict[str, list[float]] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)
+    for round_, kind, start, end in phases:
+        speed[round_, kind], share = steps_per_second(steps, start, end)
+        io_share[kind].append(share)
+        seconds[kind] += end - start + SETTLE
+    rounds = sorted({round_ for round_, _ in speed})
+    for kind in kinds:
+        speeds = [speed[r, kind] for r in rounds]
+        line = (f"{kind:>8}: {statistics.median(speeds):6.1f} steps/s median "
+                f"(min {min(speeds):.1f}, max {max(speeds):.1f})")
+        if kind != "none":
+            ratios = [speed[r, kind] / speed[r, "none"] for r in rounds]
+            line += (f", ratio to none {statistics.median(ratios):.3f} median of rounds (min "
+                     f"{min(ratios):.3f}, max {max(ratios):.3f})")
+        line += f"; I/O thread {statistics.median(io_share[kind]):.1%} of a core"
+        if kind == "churn":
+            line += f"; {done[kind] / seconds[kind]:,.0f} connections/s"
+        if kind == "garbage":
+            line += f"; {done[kind] / seconds[kind] / 2**20:,.1f} MiB/s of garbage sent"
+        answered = [took for took in probes[kind] if took is not None]
+        line += (f"; a real client answered {len(answered)}/{len(probes[kind])} times, "
+                 f"median {statistics.median(answered) if answered else float('nan'):.2f}s, "
+                 f"max {max(answered) if answered else float('nan'):.2f}s")
+        print(line)
+    if "spin" in kinds:
+        for kind in kinds:
+            if kind not in ("none", "spin"):
+                ratios = [speed[r, kind] / speed[r, "spin"] for r in rounds]
+                print(f"{kind}/spin (the host's own cost, the neighbour's taken out): "
+                      f"{statistics.median(ratios):.3f} median of rounds")
 
 
 if __name__ == "__main__":
