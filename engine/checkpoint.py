@@ -25,22 +25,14 @@ from typing import Any
 import torch
 
 # Naming lives in the torch-free runs module so `ctui ls` and the panel can list checkpoints.
+from .errors import CheckpointError
 from .runs import checkpoint_dir, checkpoint_name, list_checkpoints
 from .safefs import TEMP_SUFFIX, create_temp, fsync_dir, open_regular
 
-__all__ = ["checkpoint_dir", "checkpoint_name", "list_checkpoints"]
+__all__ = ["CheckpointError", "checkpoint_dir", "checkpoint_name", "list_checkpoints"]
 
 FORMAT_VERSION = 2  # 2: with a payload checksum
 READABLE_VERSIONS = (1, 2)
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be used; the message names the file and why. `corrupt`: the file
-    itself is damaged (not merely unloadable now)."""
-
-    def __init__(self, message: str, corrupt: bool = False) -> None:
-        super().__init__(message)
-        self.corrupt = corrupt
 
 
 # What resume needs, by type; a loadable file that lacks one is refused, not trained on.

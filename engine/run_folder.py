@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from .config import ConfigError, RunConfig
+from .errors import RunBusy
 from .runs import CONFIG_FILE, checkpoint_dir, new_run_name
 from .safefs import (
     UnsafePathError,
@@ -31,10 +32,6 @@ from .safefs import (
 LOCK_NAME = "host.lock"  # held (flock) by the process training the run, for its whole life
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _held: dict[str, int] = {}  # run folder (real path) -> this process's lock descriptor
-
-
-class RunBusy(Exception):
-    """Another live process trains this run."""
 
 
 def is_run_folder(path: Path) -> bool:

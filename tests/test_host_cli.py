@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from ctui.engine.cli.console import epoch_line
 from ctui.engine.cli.runs_cmds import MetricsFollower
 from ctui.engine.events import EpochEnded, StepLogged
 from ctui.engine.host.protocol import END_FILE, HOST_FILE
+from ctui.engine.sinks.console import epoch_line
 
 from helpers import ctui_in_process as ctui
 

@@ -1,13 +1,32 @@
-"""The engine must import without Textual (notebooks, headless hosts) and stay light."""
+"""The engine imports without Textual (notebooks, headless hosts) and stays light; the layers'
+import contracts hold (pyproject.toml, checked by lint-imports)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
+import pytest
+
+from helpers import REPO
+
 ENGINE_MODULES = [
-    "ctui.engine", "ctui.engine.config", "ctui.engine.events", "ctui.engine.control",
+    "ctui.engine", "ctui.engine.config", "ctui.engine.events", "ctui.engine.errors",
+    "ctui.engine.safefs", "ctui.engine.run_folder", "ctui.engine.runs", "ctui.engine.control",
     "ctui.engine.loop", "ctui.engine.checkpoint", "ctui.engine.state", "ctui.engine.tasks",
-    "ctui.engine.api", "ctui.engine.cli.main", "ctui.engine.cli.train", "ctui.engine.cli.console",
+    "ctui.engine.telemetry", "ctui.engine.api", "ctui.engine.cli.main", "ctui.engine.cli.train",
+    "ctui.engine.cli.runs_cmds", "ctui.engine.host", "ctui.engine.host.serve",
+    "ctui.engine.host.server", "ctui.engine.host.client", "ctui.engine.host.registry",
+    "ctui.engine.sinks", "ctui.engine.sinks.console", "ctui.engine.sinks.loggers",
+    "ctui.engine.sinks.figures",
+]
+# What the panel and `ctui ls` import before a run starts: no torch, so a typo or a listing
+# costs well under a second.
+TORCH_FREE = [
+    "ctui.engine", "ctui.engine.config", "ctui.engine.events", "ctui.engine.errors",
+    "ctui.engine.safefs", "ctui.engine.run_folder", "ctui.engine.runs", "ctui.engine.telemetry",
+    "ctui.engine.host", "ctui.engine.host.registry", "ctui.engine.host.client",
+    "ctui.engine.cli.runs_cmds", "ctui.engine.sinks.console",
 ]
 
 
@@ -17,19 +36,25 @@ def modules_after_import(module: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-def test_no_engine_module_imports_textual_wandb_or_tensorboard():
-    for module in ENGINE_MODULES:
-        loaded = modules_after_import(module)
-        assert module in loaded
-        for heavy in ("textual", "wandb", "tensorboard"):
-            assert heavy not in loaded, f"importing {module} loaded {heavy}"
+@pytest.mark.parametrize("module", ENGINE_MODULES)
+def test_no_engine_module_imports_textual_wandb_or_tensorboard(module):
+    loaded = modules_after_import(module)
+    assert module in loaded
+    for heavy in ("textual", "wandb", "tensorboard"):
+        assert heavy not in loaded, f"importing {module} loaded {heavy}"
 
 
-def test_importing_the_engine_package_does_not_load_torch():
-    # The panel draws its first frame before torch is imported; it only needs config and events.
-    loaded = modules_after_import("ctui.engine.events")
-    assert "torch" not in loaded
-    assert "torch" not in modules_after_import("ctui.engine")
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_modules_the_panel_and_listing_use_do_not_load_torch(module):
+    assert "torch" not in modules_after_import(module)
+
+
+def test_the_import_contracts_hold():
+    lint_imports = shutil.which("lint-imports")
+    if lint_imports is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[test]')")
+    result = subprocess.run([lint_imports], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:]
 
 
 def test_engine_is_not_installed_as_a_bare_top_level_module():

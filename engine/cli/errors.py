@@ -1,4 +1,4 @@
-"""Exit codes and the one-line usage error shared by every subcommand."""
+"""The one-line usage error shared by every subcommand; exit codes come from engine.errors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import argparse
 import sys
 from typing import NoReturn
 
-EXIT_OK = 0  # finished
-EXIT_FAILED = 1  # the run failed (data missing, an error in training)
-EXIT_USAGE = 2  # a bad flag or value: nothing was started
-EXIT_STOPPED = 3  # stopped early (signal, stop command, time limit) with a checkpoint to resume
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, start_error
 
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "Parser", "UsageError", "fail",
+           "start_error"]
 
 class UsageError(Exception):
     """A user error: printed as one line, exit code 2."""
@@ -27,26 +26,3 @@ class Parser(argparse.ArgumentParser):
 def fail(message: str, code: int) -> NoReturn:
     print(f"ctui: error: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def start_error(error: Exception) -> tuple[str, int] | None:
-    """The one-line message and exit code for an error raised while a run is set up (bad
-    device, task or checkpoint), the same for headless runs and run hosts; None for others."""
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-    from ..run_folder import RunBusy
-    from ..safefs import UnsafePathError
-    from ..tasks import TaskError
-
-    if isinstance(error, ConfigError):
-        return str(error), EXIT_USAGE
-    if isinstance(error, UnsafePathError):  # a folder ctui will not adopt: the user's to fix
-        return (error.strerror if error.filename and error.filename in error.strerror
-                else f"{error.filename}: {error.strerror}"), EXIT_USAGE
-    if isinstance(error, RunBusy):
-        return f"{error}; attach to it with `ctui attach` or stop it first", EXIT_USAGE
-    if isinstance(error, TaskError):
-        return str(error), EXIT_USAGE if str(error).startswith("--task") else EXIT_FAILED
-    if isinstance(error, CheckpointError):
-        return f"cannot resume: {error}", EXIT_FAILED
-    return None

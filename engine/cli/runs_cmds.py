@@ -44,7 +44,7 @@ from ..host.protocol import END_FILE
 from ..host.registry import UNREADABLE, read_json, run_info, run_status
 from ..runs import METRICS_FILE
 from ..safefs import open_regular
-from .console import epoch_line
+from ..sinks.console import epoch_line
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
 from .options import wait_seconds
 

@@ -177,8 +177,8 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     from ..host.serve import EndRecorder, claim_headless_run
     from ..run_folder import RunBusy
     from ..safefs import UnsafePathError
+    from ..sinks.console import ConsolePrinter, ConsoleSink
     from ..tasks import TaskError
-    from .console import ConsolePrinter, ConsoleSink
     from .errors import start_error
 
     if config.run_dir and host_is_live(Path(config.run_dir)):
@@ -234,7 +234,7 @@ def _stop_on_signals(engine) -> None:
     The handlers run on the training thread, between two bytecodes of whatever it was doing:
     they write with say_now (a buffered print could be in the middle of a write) and only
     queue a command, which the engine applies at the next step boundary."""
-    from .console import say_now
+    from ..sinks.console import say_now
 
     received: list[int] = []
 

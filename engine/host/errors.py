@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli.errors import EXIT_FAILED, EXIT_USAGE
+from ..errors import EXIT_FAILED, EXIT_USAGE
 
 
 class HostError(Exception):

@@ -69,7 +69,7 @@ def _build_engine(request: dict):
 
 def _start_error(error: Exception) -> tuple[str, int]:
     """The same one-line message and exit code `ctui train --headless` gives."""
-    from ..cli.errors import EXIT_FAILED, start_error
+    from ..errors import EXIT_FAILED, start_error
 
     known = start_error(error)
     if known is not None:
@@ -86,8 +86,8 @@ def _start_failed(run_dir: Path, message: str, code: int) -> int:
 
 
 def _serve(engine, run_dir: Path, started: float) -> int:
-    from ..cli.console import ConsolePrinter, ConsoleSink
-    from ..cli.errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+    from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
+    from ..sinks.console import ConsolePrinter, ConsoleSink
 
     server = HostServer(run_dir, engine.send)
     for event in engine.history:  # epochs restored from the checkpoint being resumed
@@ -140,7 +140,7 @@ def claim_headless_run(run_dir: Path) -> int | None:
 
 
 def _stop_on_signals(engine) -> None:
-    from ..cli.console import say_now
+    from ..sinks.console import say_now
 
     def handle(signum, frame) -> None:  # on the training thread: no print
         name = signal.Signals(signum).name

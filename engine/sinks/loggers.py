@@ -1,4 +1,4 @@
-"""Experiment loggers (TensorBoard, wandb) as event sinks, and the figures they share.
+"""Experiment loggers (TensorBoard, wandb) as event sinks, opened for a run.
 
 Opening a logger never stops a run: a missing package or a logger that fails to start becomes
 one note, and the run trains without it. wandb and TensorBoard are imported here, inside
@@ -11,48 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..events import EpochEnded, LoggersInfo, StepLogged
+from ..events import LoggersInfo
+from .figures import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
+
+__all__ = ["EPOCH_METRICS", "STEP_PREFIX", "epoch_scalars", "open_loggers", "run_settings",
+           "step_scalars"]
 
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
-
-# Per-epoch figures, named as in the wandb tutorial ctui follows (test_loss, test_acc,
-# time_taken), plus the ones a user compares while tuning. Both loggers use these names.
-EPOCH_METRICS = ("test_loss", "test_acc", "time_taken", "train_loss", "samples_per_second",
-                 "data_wait_fraction", "batch_size", "num_workers", "lr", "eval_seconds",
-                 "peak_gpu_memory_mb")
-STEP_PREFIX = "train/"
-
-
-def epoch_scalars(event: EpochEnded) -> dict[str, float]:
-    """The per-epoch figures; test_acc in percent, as pytorch/examples prints it."""
-    scalars = {
-        "test_loss": event.test_loss,
-        "time_taken": event.train_seconds,
-        "train_loss": event.train_loss,
-        "samples_per_second": event.samples_per_second,
-        "data_wait_fraction": event.data_wait_fraction,
-        "batch_size": event.batch_size,
-        "num_workers": event.num_workers,
-        "lr": event.lr,
-        "eval_seconds": event.eval_seconds,
-    }
-    if event.test_accuracy is not None:  # None: the task's outputs are not class scores
-        scalars["test_acc"] = 100.0 * event.test_accuracy
-    if event.peak_gpu_memory_mb is not None:
-        scalars["peak_gpu_memory_mb"] = event.peak_gpu_memory_mb
-    return scalars
-
-
-def step_scalars(event: StepLogged) -> dict[str, float]:
-    """Figures averaged over the steps since the previous log interval."""
-    return {
-        STEP_PREFIX + "loss": event.loss,
-        STEP_PREFIX + "samples_per_second": event.samples_per_second,
-        STEP_PREFIX + "data_wait_fraction": event.data_wait_fraction,
-        STEP_PREFIX + "lr": event.lr,
-    }
-
 
 def run_settings(config: RunConfig, task_name: str) -> dict[str, Any]:
     """The whole run configuration as loggers record it: the settings plus the device and the

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import EpochEnded, Event, StepLogged
-from .loggers import epoch_scalars, step_scalars
+from .figures import epoch_scalars, step_scalars
 
 STEP_KEY = "tensorboard_step"  # in the checkpoint: the last global step written
 FLUSH_SECONDS = 10  # how stale a live TensorBoard view may get

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from ..events import EpochEnded, Event, State, StateChanged, StepLogged
 from ..safefs import read_bounded, write_atomically
-from .loggers import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
+from .figures import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
 
 RUN_ID_KEY = "wandb_run_id"  # in the checkpoint: the run a resumed run appends to
 STEP_KEY = "wandb_step"  # in the checkpoint: the last global step logged

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..errors import TaskError
+
+__all__ = ["Task", "TaskError"]
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-
-
-class TaskError(Exception):
-    """A task could not be built (missing data, bad user task); the message says what to do."""
 
 
 @dataclass
