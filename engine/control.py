@@ -32,9 +32,10 @@ from .checkpoint import (
     find_resume_point,
     remove_stale_temporaries,
 )
-from .config import ConfigError, RunConfig, max_num_workers
+from .config import ConfigError, RunConfig
 from .device import Placement, choose_placement
 from .events import (
+    Answer,
     CheckpointNow,
     CheckpointSaved,
     Command,
@@ -56,6 +57,7 @@ from .events import (
     Tune,
 )
 from .gpu_utilisation import GpuUtilisation
+from .live_settings import LiveSetting, setting_of
 from .loop import StopTraining, Trainer, seed_everything
 from .run_folder import checkpoints_folder, claim_run_folder, release_lock
 from .runs import CONFIG_FILE, write_config
@@ -350,11 +352,12 @@ class Engine:
         from .tuning import autotune
 
         budget = command.budget_seconds
-        if not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0:
-            self._log(f"tune budget {budget!r} refused: use seconds > 0", "warning")
+        if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0 \
+                or budget == float("inf"):
+            self._answer(command, f"tune budget {budget!r} refused: use seconds > 0", False)
             return 0.0
-        self._log(f"autotune: timing num_workers, then batch size, for up to {budget:.0f}s; "
-                  "training resumes where it was afterwards")
+        self._answer(command, f"autotune: timing num_workers, then batch size, for up to "
+                     f"{budget:.0f}s; training resumes where it was afterwards")
         report = autotune(self.trainer, budget, os.cpu_count() or 1, self._log)
         self._emit(report)
         self._log(f"autotune done in {report.seconds:.0f}s: best batch size "
@@ -401,31 +404,46 @@ class Engine:
         return paused
 
     def _apply(self, command: Command) -> float:
-        trainer = self.trainer
-        if isinstance(command, Stop):
+        """Apply one command at a step boundary and answer it; returns seconds paused."""
+        setting = setting_of(command)
+        if setting is not None:
+            self._change(command, setting, getattr(command, setting.name))
+        elif isinstance(command, Stop):
+            self._answer(command, f"stopping ({command.reason}): a checkpoint at this step, "
+                         "then the run ends")
             raise StopTraining(command.reason)
-        if isinstance(command, CheckpointNow):
-            self._save_checkpoint(trainer)
+        elif isinstance(command, CheckpointNow):
+            self._answer(command, "saving a checkpoint at this step")
+            self._save_checkpoint(self.trainer)
         elif isinstance(command, Pause):
-            return self._pause("paused by request")
-        elif isinstance(command, SetBatchSize):
-            self._change(command.batch_size, 1, len(self.task.train_dataset), "batch_size",
-                         trainer.set_batch_size, "the training set's size")
-        elif isinstance(command, SetNumWorkers):
-            self._change(command.num_workers, 0, max_num_workers(), "num_workers",
-                         trainer.set_num_workers, f"4 per CPU core ({os.cpu_count()} cores); "
-                         "each worker is a process, so more only costs memory")
+            return self._pause("paused by request", command)
+        elif isinstance(command, Resume):
+            self._answer(command, "the run is not paused: nothing to resume", accepted=False)
         elif isinstance(command, Tune):
             return self._tune(command)
+        else:
+            self._answer(command, f"{command.kind} is not something a running job can do",
+                         accepted=False)
         return 0.0
 
-    def _change(self, value: object, low: int, high: int, name: str, apply, bound: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self._log(f"{name}={value!r} refused: use a whole number from {low} to {high} "
-                      f"(the upper bound is {bound})", "warning")
+    def _answer(self, command: Command, message: str, accepted: bool = True,
+                setting: str = "", value: int | None = None) -> None:
+        self._emit(Answer(command=command.kind, accepted=accepted, message=message,
+                          setting=setting, value=value))
+
+    def _change(self, command: Command, setting: LiveSetting, value: object) -> None:
+        trainer, name = self.trainer, setting.name
+        current = getattr(trainer, name)
+        problem = setting.problem(value, len(self.task.train_dataset))
+        if problem:
+            self._answer(command, problem, False, name, current)
             return
-        apply(value)
-        self._log(f"{name} is now {value} (from the next step)")
+        if value == current:
+            self._answer(command, f"{name} is already {value}", True, name, current)
+            return
+        getattr(trainer, f"set_{name}")(value)
+        self._answer(command, f"{name} {current} -> {value} from the next step", True, name,
+                     value)
         if name == "num_workers" and value > (os.cpu_count() or 1):
             self._log(f"{value} workers on {os.cpu_count()} CPU cores: they compete with the "
                       "training process for the CPU", "warning")
@@ -437,9 +455,11 @@ class Engine:
                   "worked; the same step was retried and nothing was lost", "warning")
         self._emit_settings()
 
-    def _pause(self, reason: str) -> float:
+    def _pause(self, reason: str, asked: Command | None = None) -> float:
         """Hold the loop until resume or stop; other commands still apply while paused."""
         start = time.monotonic()
+        if asked is not None:
+            self._answer(asked, "paused at this step")
         self._emit(StateChanged(state=State.PAUSED, reason=reason))
         while True:
             try:  # a timeout, so signal handlers on this thread run promptly
@@ -447,8 +467,10 @@ class Engine:
             except queue.Empty:
                 continue
             if isinstance(command, Resume):
+                self._answer(command, "resumed at this step")
                 break
             if isinstance(command, Pause):
+                self._answer(command, "already paused")
                 continue
             self._apply(command)
         self._emit(StateChanged(state=State.RUNNING, reason="resumed"))

@@ -132,6 +132,19 @@ class Event(Message):
 
 
 @dataclass(frozen=True)
+class Answer(Event):
+    """The engine's answer to one command: applied or refused, and why, in words for people.
+    Clients (the CLI, the panel) read this, never the wording of log lines."""
+
+    kind: ClassVar[str] = "answer"
+    command: str = ""  # the command's kind: "set_batch_size", "pause", ...
+    accepted: bool = True
+    message: str = ""
+    setting: str = ""  # for a live setting: its name and the value now in force
+    value: int | None = None
+
+
+@dataclass(frozen=True)
 class StateChanged(Event):
     kind: ClassVar[str] = "state"
     state: str = State.IDLE

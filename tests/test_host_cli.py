@@ -40,13 +40,14 @@ def test_commands_without_a_live_run_say_so_in_one_line(capsys, argv):
 
 
 @pytest.mark.parametrize(("items", "expected"), [
-    (["learning_rate=0.1"], "'learning_rate' cannot be changed in a live run"),
+    (["learning_rate=0.1"], "'learning_rate' is not a setting a live run can change"),
     (["batch_size=0"], "batch_size='0' is not allowed; use a whole number >= 1"),
     (["batch_size=1.5"], "batch_size='1.5' is not allowed"),
     (["num_workers=-1"], "num_workers='-1' is not allowed; use a whole number from 0 to"),
     (["num_workers=100000"], "num_workers='100000' is not allowed"),
     (["RUN", "batch_size"], "'batch_size' is not KEY=VALUE"),
     (["RUN"], "say what to change"),
+    (["batchsize=3"], "(did you mean batch_size?)"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
 def test_set_refuses_unknown_settings_and_bad_values(capsys, items, expected):
     code, _, err = ctui(capsys, "set", *items)

@@ -14,7 +14,14 @@ from torch.utils.data import Dataset
 from ctui.engine import Engine, State
 from ctui.engine.advisor import Advisor
 from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
-from ctui.engine.events import EpochEnded, LogLine, Settings, StepLogged, TuneReport
+from ctui.engine.events import (
+    Answer,
+    EpochEnded,
+    LogLine,
+    Settings,
+    StepLogged,
+    TuneReport,
+)
 from ctui.engine.tasks import Task
 
 from helpers import tiny
@@ -156,12 +163,12 @@ def test_limits_are_refused_or_warned(tmp_path):
     events = change_at(engine, {8: [SetNumWorkers(max_num_workers() + 1),
                                     SetBatchSize(SAMPLES + 1), SetBatchSize(0),
                                     SetNumWorkers(cores + 1)]})
+    refused = [e.message for e in events if isinstance(e, Answer) and not e.accepted]
+    assert f"num_workers={max_num_workers() + 1} refused" in refused[0]
+    assert "per CPU core" in refused[0]
+    assert f"batch_size={SAMPLES + 1} refused" in refused[1] and f"1 to {SAMPLES}" in refused[1]
+    assert "batch_size=0 refused" in refused[2] and len(refused) == 3
     warnings = [e.message for e in events if isinstance(e, LogLine) and e.level == "warning"]
-    assert any(f"num_workers={max_num_workers() + 1} refused" in w and "per CPU core" in w
-               for w in warnings)
-    assert any(f"batch_size={SAMPLES + 1} refused" in w and f"1 to {SAMPLES}" in w
-               for w in warnings)
-    assert any("batch_size=0 refused" in w for w in warnings)
     assert any(f"{cores + 1} workers on {cores} CPU cores" in w for w in warnings)
     assert sorted(engine.task.model.trained) == list(range(SAMPLES))
 

@@ -10,7 +10,13 @@ import sys
 import pytest
 
 from ctui.engine import Engine, RunConfig, State, train
-from ctui.engine.events import EpochEnded, LogLine, Settings, StateChanged, StepLogged
+from ctui.engine.events import (
+    Answer,
+    EpochEnded,
+    Settings,
+    StateChanged,
+    StepLogged,
+)
 
 from helpers import REPO, run_ctui, tiny
 
@@ -126,15 +132,17 @@ def test_commands_pause_resume_and_stop():
     assert engine.state == State.STOPPED
 
 
-def test_bad_live_setting_is_refused_with_a_warning():
+def test_bad_live_setting_is_refused_with_an_answer_saying_why():
     engine = Engine(tiny(epochs=50, log_interval=1)).start()
     engine.set_batch_size(0)
     engine.set_num_workers(-2)
     engine.stop()
-    warnings = [e.message for e in engine.events() if isinstance(e, LogLine)
-                and e.level == "warning"]
-    assert any("batch_size=0 refused" in w and "1 to 1437" in w for w in warnings)
-    assert any("num_workers=-2 refused" in w for w in warnings)
+    answers = [e for e in engine.events() if isinstance(e, Answer)]
+    refused = [(a.command, a.message) for a in answers if not a.accepted]
+    assert refused[0][0] == "set_batch_size" and "batch_size=0 refused" in refused[0][1] \
+        and "1 to 1437" in refused[0][1]
+    assert refused[1][0] == "set_num_workers" and "num_workers=-2 refused" in refused[1][1]
+    assert answers[-1].command == "stop" and answers[-1].accepted
 
 
 def test_user_task_from_a_file():

@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 
-from ctui.engine.config import RunConfig, default_runs_dir, max_num_workers
+from ctui.engine.config import RunConfig, default_runs_dir
 from ctui.engine.events import (
     CheckpointNow,
     Command,
@@ -36,6 +36,7 @@ from ctui.engine.events import (
     Tune,
     TuneReport,
 )
+from ctui.engine.live_settings import LIVE_SETTINGS
 from ctui.engine.telemetry import Snapshot, Telemetry
 
 from .commands import PanelCommands
@@ -377,47 +378,41 @@ class CtuiApp(App[None]):
             self.say(f"{what}: the run has not reported its settings yet", "warning")
         return self.model.settings
 
-    def _set_batch_size(self, new: int) -> None:
-        settings = self._live_settings("batch size")
+    def _set_live(self, name: str, change) -> None:
+        """A key's change of a live setting: checked against the one table of live settings,
+        then sent; the run's answer (applied or refused) shows in the log."""
+        setting = LIVE_SETTINGS[name]
+        settings = self._live_settings(setting.label)
         if settings is None:
             return
-        if new < 1:
-            self.say("batch size is already 1, the smallest allowed", "warning")
+        current = getattr(settings, name)
+        new = change(current)
+        if new < setting.low:
+            self.say(f"{name} is already {current}, the smallest allowed", "warning")
             return
-        self.send(SetBatchSize(batch_size=new))
-        self.say(f"batch size {settings.batch_size} -> {new} from the next step")
+        problem = setting.problem(new)
+        if problem:
+            self.say(problem, "warning")
+            return
+        self.send(setting.command_for(new))
 
     def action_halve_batch(self) -> None:
-        settings = self.model.settings
-        self._set_batch_size(settings.batch_size // 2 if settings else 0)
+        self._set_live("batch_size", lambda current: current // 2)
 
     def action_double_batch(self) -> None:
-        settings = self.model.settings
-        self._set_batch_size(settings.batch_size * 2 if settings else 0)
-
-    def _set_workers(self, delta: int) -> None:
-        settings = self._live_settings("workers")
-        if settings is None:
-            return
-        new, limit = settings.num_workers + delta, max_num_workers()
-        if not 0 <= new <= limit:
-            self.say(f"num_workers {new} refused: use 0 to {limit} on this machine", "warning")
-            return
-        self.send(SetNumWorkers(num_workers=new))
-        self.say(f"workers {settings.num_workers} -> {new} from the next step")
+        self._set_live("batch_size", lambda current: current * 2)
 
     def action_fewer_workers(self) -> None:
-        self._set_workers(-1)
+        self._set_live("num_workers", lambda current: current - 1)
 
     def action_more_workers(self) -> None:
-        self._set_workers(+1)
+        self._set_live("num_workers", lambda current: current + 1)
 
     def _current_config(self) -> RunConfig:
         config = self.next_config or RunConfig(runs_dir=str(self.launch.runs_dir))
         settings = self.model.settings
         if settings is not None and self.model.live:
-            config = config.replace(batch_size=settings.batch_size,
-                                    num_workers=settings.num_workers)
+            config = config.replace(**{name: getattr(settings, name) for name in LIVE_SETTINGS})
         return config
 
     def action_edit_settings(self) -> None:
@@ -428,12 +423,10 @@ class CtuiApp(App[None]):
         if not changes:
             return
         live = self.model.live
-        if live and "batch_size" in changes:
-            self.send(SetBatchSize(batch_size=changes["batch_size"]))
-        if live and "num_workers" in changes:
-            self.send(SetNumWorkers(num_workers=changes["num_workers"]))
-        later = {k: v for k, v in changes.items()
-                 if not live or k not in ("batch_size", "num_workers")}
+        for name, setting in LIVE_SETTINGS.items():
+            if live and name in changes:
+                self.send(setting.command_for(changes[name]))
+        later = {k: v for k, v in changes.items() if not live or k not in LIVE_SETTINGS}
         self.next_config = self._current_config().replace(**changes)
         if live and len(later) < len(changes):
             self.say("sent: " + ", ".join(f"{k}={changes[k]}" for k in changes

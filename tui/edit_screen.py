@@ -13,8 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from ctui.engine.config import ConfigError, RunConfig, parse_duration
+from ctui.engine.live_settings import LIVE_SETTINGS
 
-LIVE_SETTINGS = ("batch_size", "num_workers")
 HIDDEN = ("run_dir", "runs_dir")  # a run's folder is chosen when it starts
 TRUE, FALSE = ("yes", "true", "on", "1"), ("no", "false", "off", "0")
 

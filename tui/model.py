@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ctui.engine.events import (
     Advice,
+    Answer,
     CheckpointSaved,
     EpochEnded,
     Event,
@@ -77,6 +78,9 @@ class RunModel:
             self.new_log.append(LogLine(level="error", message=event.message, time=event.time))
         if isinstance(event, LogLine):
             self.new_log.append(event)
+        elif isinstance(event, Answer):  # the run's own answer to a key or a command
+            self.new_log.append(LogLine(level="info" if event.accepted else "warning",
+                                        message=event.message, time=event.time))
 
     def apply_telemetry(self, snapshot: Snapshot) -> None:
         self.telemetry = snapshot

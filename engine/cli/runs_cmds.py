@@ -10,12 +10,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import RunConfig, default_runs_dir, max_num_workers
+from ..config import ConfigError, RunConfig, default_runs_dir
 from ..events import (
+    Answer,
     CheckpointNow,
     CheckpointSaved,
     Command,
@@ -24,9 +24,6 @@ from ..events import (
     LogLine,
     Pause,
     Resume,
-    SetBatchSize,
-    SetNumWorkers,
-    Settings,
     State,
     StateChanged,
     Stop,
@@ -42,6 +39,7 @@ from ..host import (
 )
 from ..host.protocol import END_FILE
 from ..host.registry import UNREADABLE, read_json, run_info, run_status
+from ..live_settings import LIVE_SETTINGS, LiveSetting, suggest
 from ..runs import METRICS_FILE
 from ..safefs import open_regular
 from ..sinks.console import epoch_line
@@ -52,13 +50,6 @@ if TYPE_CHECKING:
     from ..checkpoint import ResumePoint
 
 MAX_FOLLOW_READ = 16 * 2**20  # per poll, so a huge or growing file never fills memory
-
-# What `ctui set` may change in a live run: name -> (command, smallest value).
-SETTABLE: dict[str, tuple[Callable[[int], Command], int]] = {
-    "batch_size": (SetBatchSize, 1),
-    "num_workers": (SetNumWorkers, 0),
-}
-
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ls, stop, pause, resume, checkpoint, set and logs on the `ctui` parser."""
@@ -257,25 +248,25 @@ def cmd_set(args: argparse.Namespace) -> int:
     refused = False
     with RunClient.connect(info.run_dir) as client:
         client.history()
-        for key, value in changes:
-            make, _ = SETTABLE[key]
-            client.send(make(value))
-            answer = client.wait_for(lambda e, key=key, value=value: _answers(e, key, value),
-                                     args.timeout)
+        for setting, value in changes:
+            command = setting.command_for(value)
+            client.send(command)
+            answer = client.wait_for(
+                lambda e, kind=command.kind: isinstance(e, Answer) and e.command == kind,
+                args.timeout)
             if answer is None:
-                print(f"sent {key}={value}; {info.name} applies it at its next step")
-            elif isinstance(answer, LogLine) and answer.level != "info":
+                print(f"sent {setting.name}={value}; {info.name} applies it at its next step")
+            elif not answer.accepted:
                 print(f"ctui: error: {answer.message}", file=sys.stderr)
                 refused = True
-            elif isinstance(answer, LogLine):
-                print(answer.message)
             else:
-                print(f"{key} is now {getattr(answer, key)}")
+                print(answer.message)
     return EXIT_USAGE if refused else EXIT_OK
 
 
-def parse_set_items(items: list[str]) -> tuple[str | None, list[tuple[str, int]]]:
-    """[RUN] KEY=VALUE... -> (run, [(key, value)]), checked against what a run accepts."""
+def parse_set_items(items: list[str]) -> tuple[str | None, list[tuple[LiveSetting, int]]]:
+    """[RUN] KEY=VALUE... -> (run, [(setting, value)]), checked against the live settings
+    table (the run checks the training set's bound itself)."""
     run = None
     if items and "=" not in items[0]:
         run, items = items[0], items[1:]
@@ -287,29 +278,15 @@ def parse_set_items(items: list[str]) -> tuple[str | None, list[tuple[str, int]]
         key = key.strip().replace("-", "_")
         if not sep:
             fail(f"{item!r} is not KEY=VALUE; e.g. batch_size=128", EXIT_USAGE)
-        if key not in SETTABLE:
-            fail(f"{key!r} cannot be changed in a live run; use "
-                 + " or ".join(f"{name}=N" for name in SETTABLE), EXIT_USAGE)
-        low = SETTABLE[key][1]
-        high = max_num_workers() if key == "num_workers" else None
+        setting = LIVE_SETTINGS.get(key)
+        if setting is None:
+            fail(f"{key!r} is not a setting a live run can change{suggest(key)}; use "
+                 + " or ".join(f"{name}=N" for name in LIVE_SETTINGS), EXIT_USAGE)
         try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            allowed = f"a whole number from {low} to {high}" if high is not None \
-                else f"a whole number >= {low}"
-            fail(f"{key}={text!r} is not allowed; use {allowed}", EXIT_USAGE)
-        changes.append((key, value))
+            changes.append((setting, setting.parse(text)))
+        except ConfigError as error:
+            fail(f"{key}={text!r} is not allowed; {str(error).split(': ', 1)[1]}", EXIT_USAGE)
     return run, changes
-
-
-def _answers(event: Event, key: str, value: int) -> bool:
-    """The engine's answer to `set key=value`: a log line about it (accepted or refused), or
-    settings showing the new value."""
-    if isinstance(event, LogLine):
-        return key in event.message or key.replace("_", " ") in event.message
-    return isinstance(event, Settings) and getattr(event, key, None) == value
 
 
 # ---------------------------------------------------------------- logs

@@ -6,10 +6,9 @@ import argparse
 import sys
 
 from ..events import (
-    LogLine,
+    Answer,
     SetBatchSize,
     SetNumWorkers,
-    Settings,
     State,
     StateChanged,
     Tune,
@@ -56,15 +55,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.no_apply or not report.rows or not _confirm(best, args.apply):
             print("not applied")
             return EXIT_OK
-        client.send(SetBatchSize(best[0]))
-        client.send(SetNumWorkers(best[1]))
-        confirmed = client.wait_for(
-            lambda e: isinstance(e, Settings) and (e.batch_size, e.num_workers) == best
-            or isinstance(e, LogLine) and e.level == "warning", 60)
-    if isinstance(confirmed, Settings):
+        answers = []
+        for command in (SetBatchSize(best[0]), SetNumWorkers(best[1])):
+            client.send(command)
+            answers.append(client.wait_for(
+                lambda e, kind=command.kind: isinstance(e, Answer) and e.command == kind, 60))
+    refused = [a for a in answers if a is None or not a.accepted]
+    if not refused:
         print(f"applied: batch_size={best[0]} num_workers={best[1]}")
         return EXIT_OK
-    print(f"not applied: {confirmed.message if confirmed else 'no answer from the run'}")
+    print("not applied: " + "; ".join(a.message if a else "no answer from the run"
+                                      for a in refused))
     return EXIT_FAILED
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from ..events import (
+    Answer,
     CheckpointSaved,
     EpochEnded,
     Event,
@@ -63,6 +64,8 @@ class ConsolePrinter:
         elif isinstance(event, LogLine):
             prefix = "" if event.level == "info" else f"{event.level}: "
             self.note(prefix + event.message)
+        elif isinstance(event, Answer):
+            self.note(event.message if event.accepted else f"refused: {event.message}")
         elif isinstance(event, Failed):
             self._end_bar()
             self.note(f"error: {event.message}", stream=sys.stderr)

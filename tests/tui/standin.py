@@ -4,6 +4,7 @@ socket or torch. Also a fixed telemetry source with recorded readings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 from collections.abc import Callable, Iterator
@@ -12,23 +13,23 @@ from pathlib import Path
 
 from ctui.engine.config import RunConfig
 from ctui.engine.events import (
+    Answer,
     CheckpointNow,
     CheckpointSaved,
     Command,
     Event,
-    LogLine,
     Pause,
     Resume,
-    SetBatchSize,
-    SetNumWorkers,
     Settings,
     StateChanged,
     Stop,
 )
+from ctui.engine.live_settings import setting_of
 from ctui.engine.telemetry import Snapshot
 from ctui.tui.connection import RunRef
 
 DATA = Path(__file__).parent / "data"
+TRAIN_SIZE = 1437  # the recorded run's training set (digits)
 RUN_NAME = "digits-20250101-120000"
 _END = object()
 
@@ -67,6 +68,8 @@ class ScriptedConnection:
         self.react = react
         self._queue: queue.Queue = queue.Queue()
         self.settings = next((e for e in reversed(script) if isinstance(e, Settings)), None)
+        self.state = next((e.state for e in reversed(script) if isinstance(e, StateChanged)),
+                          "running")
         for event in script:
             self._queue.put(event)
 
@@ -91,25 +94,47 @@ class ScriptedConnection:
             self.emit(*self._reaction(command))
 
     def _reaction(self, command: Command) -> list[Event]:
+        """What the engine answers (tests/test_command_contract.py holds the two to it)."""
         if isinstance(command, Pause):
-            return [StateChanged(state="paused", reason="paused by request")]
+            if self.state == "paused":
+                return [Answer(command="pause", message="already paused")]
+            return self._to("paused", "paused by request",
+                            Answer(command="pause", message="paused at this step"))
         if isinstance(command, Resume):
-            return [StateChanged(state="running", reason="resumed")]
+            if self.state != "paused":
+                return [Answer(command="resume", accepted=False,
+                               message="the run is not paused: nothing to resume")]
+            return self._to("running", "resumed",
+                            Answer(command="resume", message="resumed at this step"))
         if isinstance(command, CheckpointNow):
-            return [CheckpointSaved(path="ckpt.pt", epoch=3, step=60)]
+            return [Answer(command="checkpoint", message="saving a checkpoint at this step"),
+                    CheckpointSaved(path="ckpt.pt", epoch=3, step=60)]
         if isinstance(command, Stop):
-            return [StateChanged(state="stopping", reason=command.reason),
+            return [Answer(command="stop", message=f"stopping ({command.reason}): a checkpoint "
+                           "at this step, then the run ends"),
+                    StateChanged(state="stopping", reason=command.reason),
                     CheckpointSaved(path="ckpt.pt", epoch=3, step=61),
                     StateChanged(state="stopped", reason=command.reason)]
-        if isinstance(command, (SetBatchSize, SetNumWorkers)) and self.settings is not None:
-            name = "batch_size" if isinstance(command, SetBatchSize) else "num_workers"
-            value = getattr(command, name)
-            import dataclasses
-
+        setting = setting_of(command)
+        if setting is not None and self.settings is not None:
+            name, value = setting.name, getattr(command, setting.name)
+            current = getattr(self.settings, name)
+            problem = setting.problem(value, TRAIN_SIZE)
+            if problem:
+                return [Answer(command=command.kind, accepted=False, message=problem,
+                               setting=name, value=current)]
+            if value == current:
+                return [Answer(command=command.kind, message=f"{name} is already {value}",
+                               setting=name, value=value)]
             self.settings = dataclasses.replace(self.settings, **{name: value})
-            return [LogLine(message=f"{name} is now {value} (from the next step)"),
+            return [Answer(command=command.kind, setting=name, value=value,
+                           message=f"{name} {current} -> {value} from the next step"),
                     self.settings]
         return []
+
+    def _to(self, state: str, reason: str, answer: Answer) -> list[Event]:
+        self.state = state
+        return [answer, StateChanged(state=state, reason=reason)]
 
     def close(self) -> None:
         self.closed = True
