@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 # Naming lives in the torch-free runs module so `ctui ls` and the panel can list checkpoints.
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .runs import checkpoint_dir, checkpoint_name, list_checkpoints
 from .safefs import TEMP_SUFFIX, create_temp, fsync_dir, open_regular
 
@@ -155,7 +155,7 @@ def _reason(failure: BaseException) -> str:
         if isinstance(seen, OSError) and seen.strerror:
             return seen.strerror
         seen = seen.__cause__ or seen.__context__
-    return str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    return first_line(failure)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict:
@@ -191,8 +191,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict:
 
 
 def _load_error(path: Path, error: Exception) -> CheckpointError:
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else type(error).__name__
+    text, first = str(error).strip(), first_line(error)
     if "weights_only" in text or "Unsupported global" in text:
         return CheckpointError(f"{path}: refused, it contains objects that would run code when "
                                f"loaded ({_unsafe_global(text)}); ctui only loads plain tensors "

@@ -34,6 +34,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, RunConfig
 from .device import Placement, choose_placement
+from .errors import first_line
 from .events import (
     Answer,
     CheckpointNow,
@@ -321,7 +322,7 @@ class Engine:
         except Exception as error:
             self._writer.wait()
             self._drain_saves()
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = first_line(error)
             self._emit(Failed(message=f"{type(error).__name__}: {message}",
                               detail=traceback.format_exc()))
             self._emit(StateChanged(state=State.FAILED, reason=message))

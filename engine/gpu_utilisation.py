@@ -1,4 +1,5 @@
-"""How busy the training GPU is, read through NVML (nvidia-ml-py) for the advisor."""
+"""How busy the training GPU is, for the advisor: the telemetry's NVML reader, asked about
+the one GPU this process trains on, at most once a second."""
 
 from __future__ import annotations
 
@@ -6,47 +7,36 @@ import time
 
 import torch
 
+from .telemetry import GpuSampler
+
 READ_EVERY_SECONDS = 1.0  # NVML itself averages utilisation over 1/6 s to 1 s
 
 
 class GpuUtilisation:
     """Reads one CUDA device's utilisation; None when there is no GPU or NVML cannot say."""
 
-    def __init__(self, device: torch.device) -> None:
-        self._nvml = None
-        self._handle = None
+    def __init__(self, device: torch.device, sampler: GpuSampler | None = None) -> None:
+        self._sampler: GpuSampler | None = None
+        self.index: int | None = None  # the training GPU's NVML index
         self._last: tuple[float, float | None] = (float("-inf"), None)  # (when, value)
         if device.type != "cuda":
             return
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            self._handle = _handle(pynvml, index)
-            self._nvml = pynvml
-        except Exception:
-            self._handle = None
+        sampler = sampler or GpuSampler()
+        if not sampler.available:
+            return
+        cuda_index = device.index if device.index is not None else torch.cuda.current_device()
+        uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+        found = sampler.index_of(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+        self.index = cuda_index if found is None else found
+        self._sampler = sampler
 
     def read(self) -> float | None:
         """At most one NVML call a second: the training thread calls this at each log line."""
-        if self._handle is None:
+        if self._sampler is None:
             return None
         now = time.monotonic()
         if now - self._last[0] < READ_EVERY_SECONDS:
             return self._last[1]
-        try:
-            value = self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu / 100.0
-        except Exception:
-            value = None
+        value = self._sampler.utilisation(self.index)
         self._last = (now, value)
         return value
-
-
-def _handle(pynvml, index: int):
-    # CUDA and NVML number devices differently under CUDA_VISIBLE_DEVICES: match by UUID.
-    try:
-        uuid = str(torch.cuda.get_device_properties(index).uuid)
-        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-    except Exception:
-        return pynvml.nvmlDeviceGetHandleByIndex(index)

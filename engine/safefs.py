@@ -128,7 +128,7 @@ def check_private_dir(path: Path, what: str = "run folder") -> None:
     writable by group or others. One line naming the folder and the fix."""
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UnsafePathError(errno.ENOENT, f"{what} {path} does not exist", str(path)) from None
     if stat.S_ISLNK(info.st_mode):
         raise UnsafePathError(errno.ELOOP, f"{what} {path} is a symbolic link; ctui follows no "
@@ -150,13 +150,14 @@ def make_private_dir(path: Path, what: str = "run folder") -> bool:
     check_private_dir. True when it was created now."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UnsafePathError(errno.ENOTDIR, f"{what} {path}: {path.parent} is not a folder",
+                              str(path)) from None
+    try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         check_private_dir(path, what)
         return False
-    except NotADirectoryError:
-        raise UnsafePathError(errno.ENOTDIR, f"{what} {path}: a part of the path is not a "
-                              "folder", str(path)) from None
     os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
     return True
 

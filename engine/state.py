@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .checkpoint import FORMAT_VERSION, CheckpointError, describe_mismatch
+from .errors import first_line
 from .loop import Trainer
 from .tasks import Task
 
@@ -58,9 +59,8 @@ def restore(trainer: Trainer, state: dict, source: str = "the checkpoint") -> No
     except CheckpointError:
         raise
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(f"{source}: cannot be restored ({type(error).__name__}: "
-                              f"{first})") from None
+                              f"{first_line(error)})") from None
 
 
 def _restore(trainer: Trainer, state: dict) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import first_line
+
 MIB = 1024 * 1024
 
 
@@ -91,7 +93,7 @@ class GpuSampler:
             self.note = "nvidia-ml-py is not installed, so GPUs cannot be read"
             return
         except Exception as error:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-            self.note = f"no NVIDIA GPU found (NVML: {_error_text(error)})"
+            self.note = f"no NVIDIA GPU found (NVML: {first_line(error)})"
             return
         self._nvml = nvml
         try:
@@ -103,7 +105,7 @@ class GpuSampler:
                     name = name.decode(errors="replace")
                 self._handles.append((index, handle, name))
         except Exception as error:
-            self.note = f"NVML could not list the GPUs: {_error_text(error)}"
+            self.note = f"NVML could not list the GPUs: {first_line(error)}"
             self._handles = []
         if not self._handles and not self.note:
             self.note = "no NVIDIA GPU found (NVML sees none)"
@@ -137,6 +139,26 @@ class GpuSampler:
                 run_memory_mb=self._run_memory(handle, pids),
             ))
         return tuple(readings)
+
+    def index_of(self, uuid: str) -> int | None:
+        """The NVML index of the GPU with this UUID ("GPU-..."): CUDA numbers GPUs differently
+        from NVML under CUDA_VISIBLE_DEVICES, so the training GPU is found by UUID."""
+        for index, handle, _ in self._handles:
+            found = self._read(self._nvml.nvmlDeviceGetUUID, handle)
+            if isinstance(found, bytes):
+                found = found.decode(errors="replace")
+            if found == uuid:
+                return index
+        return None
+
+    def utilisation(self, index: int) -> float | None:
+        """One GPU's utilisation as a fraction (0..1), or None when NVML cannot say."""
+        for known, handle, _ in self._handles:
+            if known == index:
+                rates = self._read(self._nvml.nvmlDeviceGetUtilizationRates, handle)
+                percent = _number(getattr(rates, "gpu", None))
+                return None if percent is None else percent / 100.0
+        return None
 
     def _run_memory(self, handle: Any, pids: set[int] | None) -> float | None:
         if pids is None:
@@ -292,11 +314,6 @@ class Telemetry:
             self._thread.join(timeout=5)
         if self.gpu is not None:
             self.gpu.close()
-
-
-def _error_text(error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    return text.splitlines()[0]
 
 
 def _number(value: Any) -> float | None:

@@ -132,11 +132,11 @@ def test_nvml_reads_the_gpu_this_process_uses():
 def test_gpu_utilisation_finds_the_cuda_device_by_uuid():
     import pynvml
 
-    from ctui.engine.gpu_utilisation import _handle
+    from ctui.engine.gpu_utilisation import GpuUtilisation
 
+    index = GpuUtilisation(torch.device("cuda", 0)).index
     pynvml.nvmlInit()
-    handle = _handle(pynvml, 0)
-    nvml_uuid = pynvml.nvmlDeviceGetUUID(handle)
+    nvml_uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))
     nvml_uuid = nvml_uuid.decode() if isinstance(nvml_uuid, bytes) else nvml_uuid
     assert nvml_uuid.removeprefix("GPU-") == str(torch.cuda.get_device_properties(0).uuid)
 

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 
 from ctui.engine.config import RunConfig, default_runs_dir
+from ctui.engine.errors import first_line
 from ctui.engine.events import (
     CheckpointNow,
     Command,
@@ -212,7 +213,7 @@ class CtuiApp(App[None]):
                 return
             await self.attach(run)
         except Exception as error:  # a host that cannot start: say why, keep the panel usable
-            self.say(f"could not open a run: {_one_line(error)}", "error")
+            self.say(f"could not open a run: {first_line(error)}", "error")
         finally:
             self._opening = False
 
@@ -286,7 +287,7 @@ class CtuiApp(App[None]):
         try:
             self._reader.send(command)
         except Exception as error:
-            self.say(f"could not send {command.kind}: {_one_line(error)}", "error")
+            self.say(f"could not send {command.kind}: {first_line(error)}", "error")
 
     # ------------------------------------------------------------ keys
 
@@ -340,7 +341,7 @@ class CtuiApp(App[None]):
             run = await self._start(config, resume)
             await self.attach(run)
         except Exception as error:
-            self.say(f"could not start the run: {_one_line(error)}", "error")
+            self.say(f"could not start the run: {first_line(error)}", "error")
         finally:
             self._opening = False
 
@@ -490,7 +491,3 @@ class CtuiApp(App[None]):
         self.exit_note = note
         self.exit()
 
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

@@ -69,14 +69,14 @@ def _build_engine(request: dict):
 
 def _start_error(error: Exception) -> tuple[str, int]:
     """The same one-line message and exit code `ctui train --headless` gives."""
-    from ..errors import EXIT_FAILED, start_error
+    from ..errors import EXIT_FAILED, first_line, start_error
 
     known = start_error(error)
     if known is not None:
         return known
     traceback.print_exc()
-    first = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {first}".rstrip(": "), EXIT_FAILED
+    name = type(error).__name__
+    return (f"{name}: {first_line(error)}" if str(error).strip() else name), EXIT_FAILED
 
 
 def _start_failed(run_dir: Path, message: str, code: int) -> int:

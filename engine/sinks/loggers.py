@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..errors import first_line
 from ..events import LoggersInfo
 from .figures import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
 
@@ -57,10 +58,10 @@ def open_loggers(config: RunConfig, run_dir: Path, saved: dict,
             notes.append(f"TensorBoard logs in {log_dir}; open them with: "
                          f"tensorboard --logdir {log_dir}")
         except ImportError as error:  # torch says which tensorboard it needs
-            notes.append(f"TensorBoard is off: {_one_line(error)} (pip install tensorboard); "
+            notes.append(f"TensorBoard is off: {first_line(error)} (pip install tensorboard); "
                          "training continues")
         except Exception as error:  # a full disk, a folder we may not write
-            notes.append(f"TensorBoard is off: {_one_line(error)}; training continues")
+            notes.append(f"TensorBoard is off: {first_line(error)}; training continues")
     if config.wandb:
         try:
             from .wandb_sink import open_wandb
@@ -72,13 +73,9 @@ def open_loggers(config: RunConfig, run_dir: Path, saved: dict,
             notes.extend(wandb_notes)
         except ImportError as error:
             problem = ("the wandb package is not installed" if error.name == "wandb"
-                       else _one_line(error))
+                       else first_line(error))
             notes.append(f"wandb is off: {problem} (pip install wandb); training continues")
         except Exception as error:
-            notes.append(f"wandb is off: {_one_line(error)}; training continues")
+            notes.append(f"wandb is off: {first_line(error)}; training continues")
     return sinks, LoggersInfo(**info), notes
 
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

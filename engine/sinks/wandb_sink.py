@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..errors import first_line
 from ..events import EpochEnded, Event, State, StateChanged, StepLogged
 from ..safefs import read_bounded, write_atomically
 from .figures import EPOCH_METRICS, STEP_PREFIX, epoch_scalars, step_scalars
@@ -114,7 +115,7 @@ def open_wandb(mode: str, wandb_dir: Path, settings: dict[str, Any], saved: dict
             try:
                 run = init("online")
             except Exception as error:
-                problem = f"wandb.init failed: {_first_line(error)}"
+                problem = f"wandb.init failed: {first_line(error)}"
         if problem is not None:
             notes.append(f"wandb cannot go online ({problem}); logging offline: upload later "
                          f"with: {sync_command}")
@@ -164,7 +165,7 @@ def _online_problem(base_url: str) -> str | None:
     try:
         has_key = _has_api_key(base_url)
     except Exception as error:  # a key in the wrong format
-        return f"API key not usable: {_first_line(error)}"
+        return f"API key not usable: {first_line(error)}"
     if not has_key:
         return "no API key: run `wandb login` or set WANDB_API_KEY"
     if not _reachable(base_url):
@@ -211,7 +212,3 @@ def _in_netrc(base_url: str) -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
 
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

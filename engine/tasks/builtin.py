@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..config import RunConfig
+from ..errors import first_line
 from .base import Task, TaskError
 from .models import Net, SmallConvNet, nll_loss
 
@@ -89,7 +90,7 @@ def _open_or_download(dataset_cls, root: Path, transform, label: str, hint: str)
         return (dataset_cls(str(root), train=True, download=True, transform=transform),
                 dataset_cls(str(root), train=False, download=True, transform=transform))
     except Exception as error:  # network errors come as URLError, OSError, RuntimeError...
-        reason = (str(error).splitlines()[0] if str(error) else type(error).__name__).rstrip(":")
+        reason = first_line(error).rstrip(":")
         raise TaskError(f"{label} is not in {root} and could not be downloaded ({reason}); "
                         f"{hint}, or run where the internet is reachable") from None
 

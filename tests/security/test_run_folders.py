@@ -363,3 +363,21 @@ def test_a_loadable_checkpoint_with_a_missing_or_wrong_field_is_one_line(tmp_pat
     result = ctui_train("--resume", str(loose), "--runs-dir", str(tmp_path / "runs"))
     assert result.returncode == 1
     assert "not a usable ctui checkpoint" in one_line_error(result)
+
+
+# ---------------------------------------------------------------- 13. folders given on the CLI
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--run-dir", "/dev/null"], "is not a folder"),
+    (["--run-dir", "/etc/passwd/sub"], "/etc/passwd is not a folder"),
+    (["--runs-dir", "/dev/null"], "runs folder /dev/null is not a folder"),
+    (["--resume", "--run-dir", "typo-that-does-not-exist"], "does not exist"),
+    (["--resume="], "'' is not a checkpoint"),
+    (["--run-dir="], "'' is not a folder path"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_folders_that_cannot_be_run_folders_are_one_line_exit_2(args, expected):
+    result = ctui_train("--epochs", "1", *args)
+    assert result.returncode == 2
+    assert expected in one_line_error(result)

@@ -48,6 +48,9 @@ class FakeNvml:
     def nvmlDeviceGetName(self, handle):
         return {"handle0": "NVIDIA H100 80GB HBM3", "handle1": b"NVIDIA GeForce GTX 1080"}[handle]
 
+    def nvmlDeviceGetUUID(self, handle):
+        return {"handle0": "GPU-aaaa", "handle1": b"GPU-bbbb"}[handle]
+
     def nvmlDeviceGetMemoryInfo(self, handle):
         return SimpleNamespace(used=12 * 1024 * MIB, total=80 * 1024 * MIB)
 
@@ -72,6 +75,13 @@ class FakeNvml:
             return [SimpleNamespace(pid=self.run_pid, usedGpuMemory=None)]
         return [SimpleNamespace(pid=self.run_pid, usedGpuMemory=10 * 1024 * MIB),
                 SimpleNamespace(pid=999_999, usedGpuMemory=2 * 1024 * MIB)]  # another user's
+
+
+def test_one_gpu_is_found_by_uuid_and_read_alone():
+    # The advisor's reader: CUDA's device numbering differs from NVML's, so it goes by UUID.
+    sampler = GpuSampler(FakeNvml(run_pid=4242))
+    assert sampler.index_of("GPU-bbbb") == 1 and sampler.index_of("GPU-none") is None
+    assert sampler.utilisation(1) == 0.87 and sampler.utilisation(7) is None
 
 
 def test_gpu_readings_with_unavailable_values_as_none():
