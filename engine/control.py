@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from .advisor import Advisor
@@ -32,6 +32,7 @@ from .checkpoint import (
     find_resume_point,
     remove_stale_temporaries,
 )
+from .checkpoint_schedule import CheckpointSchedule
 from .config import ConfigError, RunConfig
 from .device import Placement, choose_placement
 from .errors import first_line
@@ -57,6 +58,7 @@ from .events import (
     Stop,
     Tune,
 )
+from .fanout import EventFanout, Sink
 from .gpu_utilisation import GpuUtilisation
 from .live_settings import LiveSetting, setting_of
 from .loop import StopTraining, Trainer, seed_everything
@@ -64,10 +66,6 @@ from .run_folder import checkpoints_folder, claim_run_folder, release_lock
 from .runs import CONFIG_FILE, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
-
-Sink = Callable[[Event], None]
-KEEP_STEPS = 1000  # logged steps kept in the in-memory history, the newest
-_END = object()
 
 
 class Engine:
@@ -110,26 +108,17 @@ class Engine:
 
             check_fits(self.resume_state, self.task, str(self.resume_path))
         progress = self.resume_state["progress"] if self.resume_state else None
-        self._sinks: list[Sink] = []
         # SimpleQueue: put() is reentrant, so a signal handler may send() on the training thread.
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
-        self._subscribers: list[queue.Queue] = []
-        self._lock = threading.Lock()  # guards _subscribers and _history
-        self._history: list[Event] = []
-        self._history_limit = 2 * KEEP_STEPS
-        if self.resume_state is not None:  # earlier epochs, so a client sees the whole run
-            self._history.extend(Event.from_dict(record)
-                                 for record in self.resume_state.get("history", []))
+        # Earlier epochs, from the checkpoint, so a subscriber sees the whole run.
+        self._fanout = EventFanout(Event.from_dict(record) for record in
+                                   (self.resume_state or {}).get("history", []))
+        self._lock = threading.Lock()  # guards _thread
         self._thread: threading.Thread | None = None  # the training thread, once started
-        self._done = threading.Event()  # set when the run has ended and its sinks are closed
         self._state = State.IDLE
         self._saves: queue.SimpleQueue[SaveResult] = queue.SimpleQueue()
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
-        self._last_save_time = time.monotonic()
-        self._steps_since_save = 0
-        self._retry_save = False
-        self._longest_save = 0.0
-        self._started_at = 0.0
+        self._schedule = CheckpointSchedule(config)
         self._epochs_timed = 0
         self._finish_reported = 0.0
         self.trainer: Trainer | None = None
@@ -174,7 +163,7 @@ class Engine:
     def add_sink(self, sink: Sink) -> None:
         if self._thread is not None:
             raise RuntimeError("add sinks before start()")
-        self._sinks.append(sink)
+        self._fanout.sinks.append(sink)
 
     def start(self) -> Engine:
         """Train on a background thread; returns at once."""
@@ -221,66 +210,32 @@ class Engine:
         self.send(SetNumWorkers(num_workers))
 
     def events(self, history: bool = True) -> Iterator[Event]:
-        """Every event (the ones so far first, when history is true) until the run ends."""
-        subscriber: queue.Queue = queue.Queue()
-        with self._lock:
-            past = list(self._history) if history else []
-            ended = self._done.is_set()
-            if not ended:
-                self._subscribers.append(subscriber)
-        yield from past
-        if ended:
-            return
-        while True:
-            item = subscriber.get()
-            if item is _END:
-                return
-            yield item
+        """Every event (the kept past first, when history is true) until the run ends."""
+        return self._fanout.events(history)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends (or the timeout passes); returns the state."""
         if self._thread is not None:
-            self._done.wait(timeout)
+            self._fanout.wait(timeout)
         return self._state
 
     @property
     def history(self) -> list[Event]:
-        with self._lock:
-            return list(self._history)
+        """The run so far: every epoch, and the most recent of the frequent kinds."""
+        return self._fanout.history
 
     # ------------------------------------------------------------ engine thread
 
     def _emit(self, event: Event) -> None:
         if isinstance(event, StateChanged):
             self._state = event.state
-        with self._lock:
-            self._history.append(event)
-            if len(self._history) > self._history_limit:
-                self._compact_history()
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            subscriber.put(event)
-        for sink in list(self._sinks):
-            try:
-                sink(event)
-            except Exception as error:  # a broken sink must never stop training
-                self._sinks.remove(sink)
-                self._emit(LogLine(level="warning", message=f"{_sink_name(sink)} failed and is "
-                                   f"switched off: {type(error).__name__}: {error}"))
-
-    def _compact_history(self) -> None:
-        """Keep every event but the oldest logged steps: a long run's history stays small
-        (epochs, states and logs are few; steps are many and only the recent ones matter)."""
-        steps = [i for i, event in enumerate(self._history) if isinstance(event, StepLogged)]
-        drop = set(steps[: max(0, len(steps) - KEEP_STEPS)])
-        self._history = [event for i, event in enumerate(self._history) if i not in drop]
-        self._history_limit = max(2 * KEEP_STEPS, 2 * len(self._history))
+        self._fanout.emit(event)
 
     def _log(self, message: str, level: str = "info") -> None:
         self._emit(LogLine(level=level, message=message))
 
     def _run(self) -> None:
-        self._started_at = time.monotonic()
+        self._schedule.start()
         try:
             self._emit(StateChanged(state=State.RUNNING, reason="started"))
             for warning in self._warnings:
@@ -327,7 +282,7 @@ class Engine:
                               detail=traceback.format_exc()))
             self._emit(StateChanged(state=State.FAILED, reason=message))
         finally:
-            self._close_sinks()
+            self._fanout.close()
             release_lock(self.run_dir)
 
     def _on_training_event(self, event: Event) -> None:
@@ -370,20 +325,6 @@ class Engine:
         """Run autotune trials at the next step; a TuneReport event carries the results."""
         self.send(Tune(budget_seconds))
 
-    def _close_sinks(self) -> None:
-        for sink in self._sinks:
-            close = getattr(sink, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-        with self._lock:
-            subscribers, self._subscribers = self._subscribers, []
-            self._done.set()
-        for subscriber in subscribers:
-            subscriber.put(_END)
-
     def _emit_settings(self) -> None:
         trainer = self.trainer
         self._emit(Settings(batch_size=trainer.batch_size, num_workers=trainer.num_workers,
@@ -394,13 +335,14 @@ class Engine:
 
     def _boundary(self) -> float:
         """Between two steps: apply commands, save when due. Returns seconds spent paused."""
-        self._steps_since_save += 1
+        self._schedule.step()
         self._drain_saves()
         paused = 0.0
         while not self._commands.empty():
             paused += self._apply(self._commands.get())
-        self._check_time_limit()
-        if self._checkpoint_due():
+        if self._schedule.out_of_time():
+            raise StopTraining(f"time limit of {self.config.time_limit:.0f}s reached")
+        if self._schedule.due():
             self._save_checkpoint(self.trainer)
         return paused
 
@@ -485,7 +427,7 @@ class Engine:
     def _report_finish(self, event: EpochEnded) -> None:
         """Expected finish from this run's epoch pace; a time limit that comes first says so."""
         self._epochs_timed += 1
-        elapsed = time.monotonic() - self._started_at
+        elapsed = time.monotonic() - self._schedule.started_at
         per_epoch = elapsed / self._epochs_timed
         left = self.config.epochs - event.epoch
         finish = time.time() + left * per_epoch
@@ -503,15 +445,6 @@ class Engine:
 
     # ------------------------------------------------------------ checkpoints
 
-    def _checkpoint_due(self) -> bool:
-        if self._retry_save:
-            return True
-        every_steps = self.config.checkpoint_every_steps
-        every_minutes = self.config.checkpoint_every_minutes
-        if every_steps and self._steps_since_save >= every_steps:
-            return True
-        return bool(every_minutes) and time.monotonic() - self._last_save_time >= every_minutes * 60
-
     def _save_checkpoint(self, trainer: Trainer) -> None:
         """Block only to copy the state to the CPU; the writer thread does the rest."""
         from .state import capture
@@ -524,13 +457,11 @@ class Engine:
         path = self._ckpt_dir / checkpoint_name(epoch, progress.global_step)
         self._writer.submit(state, SaveResult(str(path), epoch, progress.global_step,
                                               blocked_seconds=time.perf_counter() - start))
-        self._last_save_time = time.monotonic()
-        self._steps_since_save = 0
-        self._retry_save = False
+        self._schedule.saving()
 
     def _logger_state(self) -> dict:
         state = {}
-        for sink in self._sinks:
+        for sink in self._fanout.sinks:
             get = getattr(sink, "checkpoint_state", None)
             if get is not None:
                 state.update(get())
@@ -539,12 +470,11 @@ class Engine:
     def _drain_saves(self) -> None:
         while not self._saves.empty():  # polled every step: no exception when empty
             result = self._saves.get()
-            self._longest_save = max(self._longest_save, result.seconds)
+            self._schedule.finished(result.seconds, failed=bool(result.error))
             if result.error:
                 self.save_error = result.error
                 self._log(f"checkpoint {result.path} failed: {result.error}; the previous "
                           "checkpoint is intact. Free space, then resume", "error")
-                self._retry_save = True  # at the first boundary after resuming
                 if self._state == State.RUNNING:  # stopping or ended: nothing left to pause
                     self._pause("checkpoint failed")
                 continue
@@ -553,14 +483,6 @@ class Engine:
             self._emit(CheckpointSaved(path=result.path, epoch=result.epoch,
                                        step=result.global_step,
                                        blocked_seconds=result.blocked_seconds))
-
-    def _check_time_limit(self) -> None:
-        limit = self.config.time_limit
-        if not limit:
-            return
-        reserve = max(30.0, 3 * self._longest_save)  # room to write the final checkpoint
-        if time.monotonic() - self._started_at >= limit - reserve:
-            raise StopTraining(f"time limit of {limit:.0f}s reached")
 
     # ------------------------------------------------------------ resume
 
@@ -577,9 +499,6 @@ class Engine:
 def _clock(timestamp: float) -> str:
     return time.strftime("%a %H:%M", time.localtime(timestamp))
 
-
-def _sink_name(sink: object) -> str:
-    return getattr(sink, "name", type(sink).__name__)
 
 
 __all__ = ["Engine", "CheckpointError"]

@@ -255,7 +255,7 @@ class Trainer:
                 if gpu_timer is not None:
                     gpu_timer.start()
                 try:
-                    loss = self._step(self._to_device(data), self._to_device(target))
+                    loss = self.train_step(data, target)
                 except torch.OutOfMemoryError:
                     del data, target
                     if gpu_timer is not None:
@@ -307,6 +307,11 @@ class Trainer:
                 "before; restart with a smaller --batch-size or --amp")
         self.set_batch_size(self._good_batch_size)
         self.on_oom(failed, self.batch_size)
+
+    def train_step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch from the loader (moved to the device here); the
+        loss stays on the device. Autotune's trials call it as training does."""
+        return self._step(self._to_device(data), self._to_device(target))
 
     def _step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self._oom_above is not None and len(target) > self._oom_above:

@@ -123,7 +123,7 @@ def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int,
             if step >= WARMUP_STEPS + 2 and time.monotonic() > deadline:
                 break
             data, target = next(batches)
-            trainer._step(trainer._to_device(data), trainer._to_device(target))
+            trainer.train_step(data, target)
             if step >= WARMUP_STEPS:
                 samples += len(target)
         _sync(trainer)

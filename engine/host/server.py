@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..events import Command, Event, LogLine, Stop
-from .history import History
+from ..history import History
 from .protocol import (
     HISTORY_END,
     MAX_LINE_BYTES,

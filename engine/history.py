@@ -1,4 +1,5 @@
-"""What a newly attached client is sent first: the run so far, bounded however long it runs.
+"""A run's past, bounded however long it runs: what a late subscriber of the engine and a newly
+attached client of the run host are sent first. One retention policy for both.
 
 Every epoch is kept; of the frequent kinds (steps, log lines, checkpoints...) only the most
 recent, so attaching takes well under a second even after days of training.
@@ -9,6 +10,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
 
 # Most recent events kept per kind; kinds not named keep DEFAULT_KEEP. None keeps all.
 KEEP: dict[str, int | None] = {"epoch": None, "step": 1000, "log": 200, "state": 50,
@@ -16,19 +20,22 @@ KEEP: dict[str, int | None] = {"epoch": None, "step": 1000, "log": 200, "state":
 DEFAULT_KEEP = 20
 
 
-class History:
-    """Encoded events per kind, each stamped with its arrival order. One thread only."""
+class History(Generic[Item]):
+    """Events (or their encoded lines) per kind, each stamped with its arrival order. Not
+    thread-safe: its owner serialises access."""
 
     def __init__(self) -> None:
         self._order = itertools.count()
-        self._kinds: dict[str, deque[tuple[int, bytes]]] = {}
+        self._kinds: dict[str, deque[tuple[int, Item]]] = {}
 
-    def add(self, kind: str, line: bytes) -> None:
+    def add(self, kind: str, item: Item) -> None:
         kept = self._kinds.get(kind)
         if kept is None:
             kept = self._kinds[kind] = deque(maxlen=KEEP.get(kind, DEFAULT_KEEP))
-        kept.append((next(self._order), line))
+        kept.append((next(self._order), item))
 
-    def lines(self) -> list[bytes]:
+    def items(self) -> list[Item]:
         """The kept events in the order they happened."""
-        return [line for _, line in heapq.merge(*self._kinds.values())]
+        return [item for _, item in heapq.merge(*self._kinds.values(), key=lambda pair: pair[0])]
+
+    lines = items  # the host keeps encoded lines
