@@ -145,6 +145,7 @@ def _two_epoch_run(run_dir: Path) -> list[Path]:
     return saved
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
     run_dir = tmp_path / "run"
     older, newest = _two_epoch_run(run_dir)
@@ -188,6 +189,7 @@ def test_checkpoint_of_another_architecture_is_refused_and_nothing_overwritten(
     assert after == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_task_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     Engine(tiny(run_dir=str(run_dir))).start().wait()
@@ -206,6 +208,7 @@ class RunsCodeWhenUnpickled:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_path):
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.pt"
@@ -286,6 +289,7 @@ def test_time_limit_checkpoints_and_stops_before_the_limit(tmp_path):
     assert list_checkpoints(checkpoint_dir(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_checkpoint_now_and_keep_last_k(tmp_path):
     run_dir = tmp_path / "run"
     engine = Engine(tiny(epochs=4, run_dir=str(run_dir), keep_checkpoints=3)).start()
@@ -303,6 +307,7 @@ def test_checkpoint_now_and_keep_last_k(tmp_path):
     assert len(state["history"]) == 4
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_fresh_with_the_runs_own_settings(tmp_path):
     run_dir = tmp_path / "run"
     Engine(tiny(run_dir=str(run_dir), batch_size=256))  # killed before its first checkpoint

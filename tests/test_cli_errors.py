@@ -92,6 +92,7 @@ def test_unknown_flag_is_one_line():
     assert "--batchsize" in result.stderr
 
 
+@pytest.mark.slow
 def test_mnist_offline_says_where_to_put_the_files(tmp_path):
     result = run_ctui("train", "--headless", "--task", "mnist", "--data-dir", str(tmp_path),
                       env={"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -31,22 +32,34 @@ TORCH_FREE = [
 
 
 def modules_after_import(module: str) -> set[str]:
+    """sys.modules after importing `module` alone, in a fresh interpreter."""
     code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout))
 
 
+@pytest.fixture(scope="module")
+def loaded_by() -> dict[str, Future]:
+    """Each module imported in its own interpreter, several at once (each test still checks
+    one module, so a failure names it)."""
+    pool = ThreadPoolExecutor(max_workers=4)
+    futures = {module: pool.submit(modules_after_import, module)
+               for module in dict.fromkeys(ENGINE_MODULES + TORCH_FREE)}
+    yield futures
+    pool.shutdown()
+
+
 @pytest.mark.parametrize("module", ENGINE_MODULES)
-def test_no_engine_module_imports_textual_wandb_or_tensorboard(module):
-    loaded = modules_after_import(module)
+def test_no_engine_module_imports_textual_wandb_or_tensorboard(loaded_by, module):
+    loaded = loaded_by[module].result()
     assert module in loaded
     for heavy in ("textual", "wandb", "tensorboard"):
         assert heavy not in loaded, f"importing {module} loaded {heavy}"
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
-def test_modules_the_panel_and_listing_use_do_not_load_torch(module):
-    assert "torch" not in modules_after_import(module)
+def test_modules_the_panel_and_listing_use_do_not_load_torch(loaded_by, module):
+    assert "torch" not in loaded_by[module].result()
 
 
 def test_the_import_contracts_hold():

@@ -2,8 +2,8 @@
 socket, against the same training left alone. Target: ratio >= 0.90 for each kind of abuse, and
 a real client still attaches and is answered during it.
 
-    python tests/bench/bench_socket_abuse.py                 # 12 rounds of 4 phases, ~4 minutes
-    python tests/bench/bench_socket_abuse.py --rounds 6 --phase 3 --no-pin
+    python tests/bench/bench_socket_abuse.py                 # 12 rounds of 5 phases, ~4 minutes
+    python tests/bench/bench_socket_abuse.py --rounds 6 --kinds churn,garbage --no-pin
 
 One trainer, like a run host: the classic MNIST network of pytorch/examples trained on random
 28x28 images on its main thread, a HostServer on RUN/control.sock, a step event every 10 steps
@@ -12,11 +12,12 @@ measures the socket server alone, whatever else the engine does.) It reports the
 step and the CPU time its I/O thread has used so far.
 
 Phases, each by processes of the same user, switched on and off with SIGCONT and SIGSTOP:
-  none     no one else
-  spin     two processes busy-looping, touching no socket: what a busy neighbour alone costs
-  churn    two processes connecting and closing as fast as they can, never waiting
-  garbage  eight clients sending garbage lines (short ones and 60 KB JSON-looking ones) as fast
-           as they can, reading nothing, never waiting, reconnecting when hung up on
+  none       no one else
+  spin       two processes busy-looping, touching no socket: what a busy neighbour alone costs
+  churn1500  one process connecting and closing 1,500 times a second (the issue's report)
+  churn      two processes connecting and closing as fast as they can, never waiting
+  garbage    eight clients sending garbage lines (short ones and 60 KB JSON-looking ones) as
+             fast as they can, reading nothing, never waiting, reconnecting when hung up on
 
 This machine's speed drifts (and others may use it), so the phases alternate every few seconds in
 one run, in rotated order, and each is compared with the "none" phase of the same round. A phase's
@@ -44,7 +45,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-PROCESSES = {"none": 0, "spin": 2, "churn": 2, "garbage": 1}  # garbage: 8 clients in one
+PROCESSES = {"none": 0, "spin": 2, "churn1500": 1, "churn": 2, "garbage": 1}  # garbage: 8
+PACED_CHURN = 1500  # connections a second, in churn1500
 GARBAGE_CLIENTS = 8
 SETTLE = 1.0  # seconds at the start of a phase not counted: the last phase's queues drain
 STOP = threading.Event()  # set in an attacker by SIGTERM: print what was done, exit
@@ -78,6 +80,22 @@ def attack_churn(address: str) -> int:
     return made
 
 
+def attack_paced_churn(address: str) -> int:
+    """Connect and close at PACED_CHURN a second, the rate of the issue's report."""
+    made, due = 0, time.monotonic()
+    while not STOP.is_set():
+        due += 0.01
+        for _ in range(PACED_CHURN // 100):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.connect(address)
+                made += 1
+            sock.close()
+        time.sleep(max(0.0, due - time.monotonic()))
+    return made
+
+
 def garbage_chunk() -> bytes:
     """About 200 KB of lines that are not commands: many short ones and a few long JSON-looking
     ones a host might be tempted to decode."""
@@ -108,6 +126,8 @@ def attack_garbage(address: str) -> int:
     threads = [threading.Thread(target=one, args=(i,)) for i in range(GARBAGE_CLIENTS)]
     for thread in threads:
         thread.start()
+    while not STOP.wait(0.1):  # a timeout: SIGTERM may land on a thread that is not this one
+        pass
     for thread in threads:
         thread.join()
     return sum(sent)
@@ -116,7 +136,8 @@ def attack_garbage(address: str) -> int:
 def attacker_main(kind: str, address: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     os.kill(os.getpid(), signal.SIGSTOP)  # until the bench starts this phase
-    attack = {"spin": attack_spin, "churn": attack_churn, "garbage": attack_garbage}[kind]
+    attack = {"spin": attack_spin, "churn": attack_churn, "churn1500": attack_paced_churn,
+              "garbage": attack_garbage}[kind]
     print(attack(address), flush=True)
 
 
@@ -249,7 +270,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--phase", type=float, default=4.0, help="seconds per phase")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--kinds", default="spin,churn,garbage")
+    parser.add_argument("--kinds", default="spin,churn1500,churn,garbage")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--attack", nargs=2, metavar=("KIND", "SOCKET"), help=argparse.SUPPRESS)
     parser.add_argument("--train", metavar="RUN_DIR", help=argparse.SUPPRESS)
@@ -343,7 +364,7 @@ def report(kinds: list[str], steps, phases, probes, done) -> None:
             line += (f", ratio to none {statistics.median(ratios):.3f} median of rounds (min "
                      f"{min(ratios):.3f}, max {max(ratios):.3f})")
         line += f"; I/O thread {statistics.median(io_share[kind]):.1%} of a core"
-        if kind == "churn":
+        if kind.startswith("churn"):
             line += f"; {done[kind] / seconds[kind]:,.0f} connections/s"
         if kind == "garbage":
             line += f"; {done[kind] / seconds[kind] / 2**20:,.1f} MiB/s of garbage sent"
@@ -354,7 +375,7 @@ def report(kinds: list[str], steps, phases, probes, done) -> None:
         print(line)
     if "spin" in kinds:
         for kind in kinds:
-            if kind not in ("none", "spin"):
+            if kind not in ("none", "spin", "churn1500"):
                 ratios = [speed[r, kind] / speed[r, "spin"] for r in rounds]
                 print(f"{kind}/spin (the host's own cost, the neighbour's taken out): "
                       f"{statistics.median(ratios):.3f} median of rounds")

@@ -28,7 +28,7 @@ from ctui.engine.checkpoint import (
     payload_checksum,
 )
 
-from helpers import REPO, run_ctui, tiny
+from helpers import REPO, ctui_in_process, run_ctui, tiny
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 EVIL_TASK = """
@@ -64,6 +64,12 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def ctui_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_ctui("train", "--headless", "--no-tensorboard", *args, env=CHILD_ENV,
                     timeout=timeout)
+
+
+def refused_in_process(capsys, *args: str) -> tuple[int, str]:
+    """A start refused before any training: the real CLI, in this process (fast)."""
+    code, _, err = ctui_in_process(capsys, "train", "--headless", "--no-tensorboard", *args)
+    return code, one_line_error(subprocess.CompletedProcess([], code, "", err))
 
 
 # ---------------------------------------------------------------- 1. no code from a checkpoint
@@ -124,48 +130,44 @@ def test_resuming_a_loose_file_starts_a_new_run_and_touches_nothing_near_it(tmp_
 # ---------------------------------------------------------------- 3. folders and links
 
 
-def test_a_folder_others_can_write_into_is_refused(tmp_path):
+def test_a_folder_others_can_write_into_is_refused(capsys, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    result = ctui_train("--epochs", "1", "--run-dir", str(shared))
-    assert result.returncode == 2
-    assert "writable by other users" in one_line_error(result)
+    code, error = refused_in_process(capsys, "--epochs", "1", "--run-dir", str(shared))
+    assert code == 2 and "writable by other users" in error
     assert list(shared.iterdir()) == []
 
 
-def test_a_folder_holding_other_files_is_not_adopted(tmp_path):
+def test_a_folder_holding_other_files_is_not_adopted(capsys, tmp_path):
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
     (home / "notes.txt").write_text("mine")
-    result = ctui_train("--epochs", "1", "--run-dir", str(home))
-    assert result.returncode == 2
-    assert "not a run folder" in one_line_error(result)
+    code, error = refused_in_process(capsys, "--epochs", "1", "--run-dir", str(home))
+    assert code == 2 and "not a run folder" in error
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
     assert stat.S_IMODE(home.stat().st_mode) == 0o755
 
 
-def test_a_symlinked_run_folder_is_refused(tmp_path):
+def test_a_symlinked_run_folder_is_refused(capsys, tmp_path):
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
     link = tmp_path / "link"
     link.symlink_to(real)
-    result = ctui_train("--epochs", "1", "--run-dir", str(link))
-    assert result.returncode == 2
-    assert "symbolic link" in one_line_error(result)
+    code, error = refused_in_process(capsys, "--epochs", "1", "--run-dir", str(link))
+    assert code == 2 and "symbolic link" in error
 
 
 @pytest.mark.parametrize("where", ["run", "checkpoints"])
-def test_a_folder_of_another_user_is_refused(tmp_path, other_user, where):
+def test_a_folder_of_another_user_is_refused(capsys, tmp_path, other_user, where):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True, mode=0o700)
     (run_dir / "config.json").write_text(json.dumps({"config": {"task": "digits"}}))
     os.chown(run_dir if where == "run" else run_dir / "checkpoints", other_user.pw_uid,
              other_user.pw_gid)
     before = sorted(p.name for p in run_dir.rglob("*"))
-    result = ctui_train("--resume", "--run-dir", str(run_dir))
-    assert result.returncode == 2
-    assert f"belongs to uid {other_user.pw_uid}" in one_line_error(result)
+    code, error = refused_in_process(capsys, "--resume", "--run-dir", str(run_dir))
+    assert code == 2 and f"belongs to uid {other_user.pw_uid}" in error
     assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
@@ -235,14 +237,13 @@ def test_resume_after_a_kill_before_the_first_checkpoint_keeps_the_runs_task(tmp
 
 
 @pytest.mark.parametrize("folder", ["typo", "empty"])
-def test_resume_of_a_folder_with_nothing_to_resume_is_a_usage_error(tmp_path, folder):
+def test_resume_of_a_folder_with_nothing_to_resume_is_a_usage_error(capsys, tmp_path, folder):
     target = tmp_path / folder
     if folder == "empty":
         (target / "checkpoints").mkdir(parents=True, mode=0o700)
         os.chmod(target, 0o700)
-    result = ctui_train("--resume", "--run-dir", str(target))
-    assert result.returncode == 2
-    one_line_error(result)
+    code, _ = refused_in_process(capsys, "--resume", "--run-dir", str(target))
+    assert code == 2
     assert not (target / "config.json").exists()
 
 
@@ -287,6 +288,7 @@ def test_a_kill_between_the_last_step_and_the_epoch_end_checkpoint_records_the_e
 # ---------------------------------------------------------------- 9. damaged vs unloadable
 
 
+@pytest.mark.slow
 def test_out_of_memory_while_loading_leaves_the_checkpoint_alone(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     (newest,) = trained_run(run_dir)
@@ -303,6 +305,7 @@ def test_out_of_memory_while_loading_leaves_the_checkpoint_alone(tmp_path, monke
     assert not list(checkpoint_dir(run_dir).glob("*.corrupt"))
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_the_weights_is_detected_and_the_previous_checkpoint_used(tmp_path):
     run_dir = tmp_path / "run"
     older, newest = trained_run(run_dir, epochs=2)
@@ -350,6 +353,7 @@ def test_a_stop_when_no_checkpoint_could_be_saved_says_there_is_none(tmp_path):
 # ---------------------------------------------------------------- 12. fields of a checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [
     lambda state: state.pop("optimizer"),
     lambda state: state.update(progress={"epoch": "2", "position": 0, "global_step": 0}),
