@@ -37,12 +37,13 @@ from ctui.engine.events import (
     Tune,
     TuneReport,
 )
+from ctui.engine.host.registry import RunInfo
 from ctui.engine.live_settings import LIVE_SETTINGS
 from ctui.engine.telemetry import Snapshot, Telemetry
 
 from .commands import PanelCommands
 from .confirm_screen import ChoiceScreen
-from .connection import Backend, HostBackend, RunRef, saved_config
+from .connection import Backend, HostBackend, saved_config
 from .edit_screen import EditScreen
 from .epoch_plot import EpochPlot
 from .epoch_table import EpochTable
@@ -69,7 +70,7 @@ class Launch:
 
     mode: str = "auto"  # auto: attach, offer a resume, or start | attach | pick | start
     runs_dir: Path = field(default_factory=lambda: Path(default_runs_dir()))
-    run: RunRef | None = None  # attach: the run, already found
+    run: RunInfo | None = None  # attach: the run, already found
     config: RunConfig | None = None  # start: the settings, or
     build_config: Callable[[], tuple[RunConfig, str | None]] | None = None  # ...(may load torch)
     resume: str | None = None  # start: "latest" or a checkpoint file
@@ -95,7 +96,7 @@ class CtuiApp(App[None]):
         self.clock = clock
         self.redraw_seconds = redraw_seconds
         self.model = RunModel()
-        self.current_run: RunRef | None = None
+        self.current_run: RunInfo | None = None
         self.next_config: RunConfig | None = None  # settings for the next start or resume
         self.exit_note = ""  # printed by `ctui` once the panel has closed
         self._reader: EventReader | None = None
@@ -217,7 +218,7 @@ class CtuiApp(App[None]):
         finally:
             self._opening = False
 
-    async def _choose_run(self, launch: Launch) -> RunRef | None:
+    async def _choose_run(self, launch: Launch) -> RunInfo | None:
         if launch.mode == "attach" and launch.run is not None:
             return launch.run
         if launch.mode == "start":
@@ -252,13 +253,13 @@ class CtuiApp(App[None]):
                 return None
         return await self._start(RunConfig(runs_dir=str(launch.runs_dir)), None)
 
-    async def _start(self, config: RunConfig, resume: str | None) -> RunRef:
+    async def _start(self, config: RunConfig, resume: str | None) -> RunInfo:
         verb = "resuming" if resume else "starting"
         self.say(f"{verb} a run of {config.task}…")
         self.next_config = config
         return await asyncio.to_thread(self.backend.start, config, resume)
 
-    async def attach(self, run: RunRef) -> None:
+    async def attach(self, run: RunInfo) -> None:
         connection = await asyncio.to_thread(self.backend.connect, run)
         if self._reader is not None:
             self._reader.close()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from ctui.engine.config import RunConfig
 from ctui.engine.events import Command, Event
+from ctui.engine.host.registry import RunInfo
 from ctui.engine.runs import CONFIG_FILE, read_metrics
 from ctui.engine.safefs import read_bounded
 
@@ -29,53 +29,30 @@ class RunConnection(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class RunRef:
-    """A run as the runs folder lists it."""
-
-    name: str
-    run_dir: Path
-    status: str = "live"  # live | finished | stopped | failed | interrupted
-    pid: int | None = None
-    epoch: int = 0
-    epochs: int = 0
-    last_checkpoint: str | None = None
-    age: float | None = None  # seconds since the run last wrote anything
-
-    @classmethod
-    def of(cls, info: Any) -> RunRef:
-        """From the host client's RunInfo (read by attribute, so its extra fields don't matter)."""
-        return cls(name=info.name, run_dir=Path(info.run_dir), status=info.status,
-                   pid=getattr(info, "pid", None), epoch=getattr(info, "epoch", 0) or 0,
-                   epochs=getattr(info, "epochs", 0) or 0,
-                   last_checkpoint=getattr(info, "last_checkpoint", None),
-                   age=getattr(info, "age", None))
-
-
 class Backend(Protocol):
-    def list_runs(self, runs_dir: Path) -> list[RunRef]: ...
+    def list_runs(self, runs_dir: Path) -> list[RunInfo]: ...
 
-    def start(self, config: RunConfig, resume: str | None = None) -> RunRef: ...
+    def start(self, config: RunConfig, resume: str | None = None) -> RunInfo: ...
 
-    def connect(self, run: RunRef) -> RunConnection: ...
+    def connect(self, run: RunInfo) -> RunConnection: ...
 
 
 class HostBackend:
     """The real thing: the run host's client (ctui.engine.host), imported when first used."""
 
-    def list_runs(self, runs_dir: Path) -> list[RunRef]:
+    def list_runs(self, runs_dir: Path) -> list[RunInfo]:
         from ctui.engine.host import list_runs
 
-        return [RunRef.of(info) for info in list_runs(Path(runs_dir))]
+        return [info for info in list_runs(Path(runs_dir))]
 
-    def start(self, config: RunConfig, resume: str | None = None) -> RunRef:
+    def start(self, config: RunConfig, resume: str | None = None) -> RunInfo:
         from ctui.engine.host import start_host
         from ctui.engine.host.registry import run_info
 
         run_dir = Path(start_host(config, resume=resume))
-        return RunRef.of(run_info(run_dir))
+        return run_info(run_dir)
 
-    def connect(self, run: RunRef) -> RunConnection:
+    def connect(self, run: RunInfo) -> RunConnection:
         from ctui.engine.host import RunClient
 
         return RunClient.connect(run.run_dir, timeout=5.0)

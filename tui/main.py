@@ -87,7 +87,6 @@ def _attach_launch(args: list[str]):
     from ctui.engine.host import HostError, find_live_run, list_runs
 
     from .app import Launch
-    from .connection import RunRef
 
     parser = Parser(prog="ctui attach", description="Open the control panel on a live run.")
     parser.add_argument("run", nargs="?", help="the run's name or folder (default: the only "
@@ -98,11 +97,11 @@ def _attach_launch(args: list[str]):
     runs_dir = Path(options.runs_dir or _default_runs_dir())
     if options.run:
         try:
-            run = RunRef.of(find_live_run(runs_dir, options.run))
+            run = find_live_run(runs_dir, options.run)
         except HostError as error:
             fail(str(error), error.exit_code)
         return Launch(mode="attach", runs_dir=run.run_dir.parent, run=run)
-    live = [RunRef.of(info) for info in list_runs(runs_dir) if info.status == "live"]
+    live = [info for info in list_runs(runs_dir) if info.status == "live"]
     if not live:
         fail(f"no live run in {runs_dir}; `ctui` starts one, `ctui ls` lists runs", EXIT_USAGE)
     if len(live) == 1:

@@ -9,18 +9,18 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from .connection import RunRef
+from ctui.engine.host.registry import RunInfo
 
 
-def describe(run: RunRef) -> str:
+def describe(run: RunInfo) -> str:
     epoch = f"epoch {run.epoch}/{run.epochs}" if run.epochs else "starting"
     return f"{run.name}  {run.status}  {epoch}"
 
 
-class PickerScreen(ModalScreen[RunRef | None]):
+class PickerScreen(ModalScreen[RunInfo | None]):
     BINDINGS = [Binding("escape", "cancel", "Quit")]
 
-    def __init__(self, runs: list[RunRef]) -> None:
+    def __init__(self, runs: list[RunInfo]) -> None:
         super().__init__()
         self.runs = runs
 

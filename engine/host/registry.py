@@ -64,11 +64,11 @@ class RunInfo:
     name: str
     run_dir: Path
     status: str  # one of STATUSES
-    epoch: int  # epochs completed
-    epochs: int  # epochs planned; 0 when unknown
-    last_checkpoint: Path | None
-    checkpoint_age: float | None  # seconds since the last checkpoint was written
-    pid: int | None  # the host's pid while live
+    epoch: int = 0  # epochs completed
+    epochs: int = 0  # epochs planned; 0 when unknown
+    last_checkpoint: Path | None = None
+    checkpoint_age: float | None = None  # seconds since the last checkpoint was written
+    pid: int | None = None  # the host's pid while live
     reason: str = ""  # why an "unreadable" run could not be read
 
     @property

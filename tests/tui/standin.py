@@ -24,9 +24,9 @@ from ctui.engine.events import (
     StateChanged,
     Stop,
 )
+from ctui.engine.host.registry import RunInfo
 from ctui.engine.live_settings import setting_of
 from ctui.engine.telemetry import Snapshot
-from ctui.tui.connection import RunRef
 
 DATA = Path(__file__).parent / "data"
 TRAIN_SIZE = 1437  # the recorded run's training set (digits)
@@ -145,20 +145,20 @@ class ScriptedConnection:
 class ScriptedBackend:
     """The runs folder and the host, scripted: `runs` to list, a connection per run."""
 
-    runs: list[RunRef] = field(default_factory=list)
+    runs: list[RunInfo] = field(default_factory=list)
     scripts: dict[str, list[Event]] = field(default_factory=dict)
     started: list[tuple[RunConfig, str | None]] = field(default_factory=list)
     connections: list[ScriptedConnection] = field(default_factory=list)
 
-    def list_runs(self, runs_dir: Path) -> list[RunRef]:
+    def list_runs(self, runs_dir: Path) -> list[RunInfo]:
         return list(self.runs)
 
-    def start(self, config: RunConfig, resume: str | None = None) -> RunRef:
+    def start(self, config: RunConfig, resume: str | None = None) -> RunInfo:
         self.started.append((config, resume))
         name = Path(config.run_dir).name if config.run_dir else f"new-{len(self.started)}"
-        return RunRef(name=name, run_dir=Path(config.runs_dir) / name, pid=None)
+        return RunInfo(name=name, run_dir=Path(config.runs_dir) / name, status="live")
 
-    def connect(self, run: RunRef) -> ScriptedConnection:
+    def connect(self, run: RunInfo) -> ScriptedConnection:
         connection = ScriptedConnection(self.scripts.get(run.name, []))
         self.connections.append(connection)
         return connection
@@ -186,6 +186,6 @@ class FixedTelemetry:
         self.closed = True
 
 
-def live_run(name: str = RUN_NAME) -> RunRef:
-    return RunRef(name=name, run_dir=Path("runs") / name, status="live", pid=None, epoch=3,
+def live_run(name: str = RUN_NAME) -> RunInfo:
+    return RunInfo(name=name, run_dir=Path("runs") / name, status="live", pid=None, epoch=3,
                   epochs=3)

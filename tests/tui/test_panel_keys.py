@@ -24,8 +24,8 @@ from ctui.engine.events import (
     Tune,
     TuneReport,
 )
+from ctui.engine.host.registry import RunInfo
 from ctui.tui.confirm_screen import ChoiceScreen
-from ctui.tui.connection import RunRef
 from ctui.tui.edit_screen import EditScreen
 from ctui.tui.epoch_table import EpochTable
 from ctui.tui.help_screen import HelpScreen
@@ -350,8 +350,8 @@ def test_v_swaps_table_and_plot_on_a_narrow_terminal():
 
 
 def test_several_live_runs_open_a_picker():
-    other = RunRef(name="fake-20250101-130000", run_dir=Path("runs/fake-20250101-130000"),
-                   status="live", epoch=1, epochs=5)
+    other = RunInfo(name="fake-20250101-130000", run_dir=Path("runs/fake-20250101-130000"),
+                    status="live", epoch=1, epochs=5)
     app, backend = make_app(runs=[live_run(), other])
 
     async def test():
@@ -370,7 +370,7 @@ def test_an_interrupted_run_is_offered_for_resume(tmp_path):
                                                                 "batch_size": 64}}))
     (run_dir / "metrics.jsonl").write_text(json.dumps({"type": "epoch", "epoch": 2,
                                                        "batch_size": 128, "num_workers": 2}))
-    stale = RunRef(name=RUN_NAME, run_dir=run_dir, status="interrupted", epoch=2, epochs=9)
+    stale = RunInfo(name=RUN_NAME, run_dir=run_dir, status="interrupted", epoch=2, epochs=9)
     app, backend = make_app(runs=[stale])
 
     async def test():
