@@ -1,4 +1,5 @@
-"""Owning a run folder: which folders ctui may adopt, making new ones, and the run's lock.
+"""Owning a run folder: which folders ctui may adopt, making new ones, the run's lock, and the
+records of who trains it (host.json) and how its run ended (end.json).
 
 A run folder is adopted only when it is the user's own and nobody else can write into it, and
 its lock is taken before anything in it is touched (read for resume, renamed, rewritten), so two
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import stat
 import time
@@ -20,13 +22,15 @@ import psutil
 
 from .config import ConfigError, RunConfig
 from .errors import RunBusy
-from .runs import CONFIG_FILE, checkpoint_dir, new_run_name
+from .events import Event, Failed, State, StateChanged
+from .runs import CONFIG_FILE, END_FILE, HOST_FILE, checkpoint_dir, new_run_name
 from .safefs import (
     UnsafePathError,
     check_private_dir,
     make_private_dir,
     make_unique_dir,
     read_bounded,
+    write_atomically,
 )
 
 LOCK_NAME = "host.lock"  # held (flock) by the process training the run, for its whole life
@@ -37,7 +41,7 @@ _held: dict[str, int] = {}  # run folder (real path) -> this process's lock desc
 def is_run_folder(path: Path) -> bool:
     """A folder ctui made for a run: it has config.json, host.json or checkpoints/ (lstat:
     nothing is followed)."""
-    for name in (CONFIG_FILE, "host.json", "checkpoints"):
+    for name in (CONFIG_FILE, HOST_FILE, "checkpoints"):
         try:
             os.lstat(path / name)
             return True
@@ -74,13 +78,28 @@ def claim_run_folder(config: RunConfig, resume: object = None) -> Path:
 
 
 def owner_alive(run_dir: Path) -> bool:
-    """The process host.json names (pid and start time: pids are reused) still runs."""
+    """The process the run folder's host.json names still runs."""
     try:
-        host = json.loads(read_bounded(Path(run_dir) / "host.json"))
-        process = psutil.Process(host["pid"])
-        return (process.status() != psutil.STATUS_ZOMBIE
-                and abs(process.create_time() - float(host["created"])) < 1.0)
-    except Exception:  # missing, torn, crafted or gone: no live owner to wait for
+        return process_alive(json.loads(read_bounded(Path(run_dir) / HOST_FILE)))
+    except (OSError, ValueError, RecursionError):  # missing, torn or crafted: no live owner
+        return False
+
+
+def process_alive(host: object) -> bool:
+    """The process a host.json record names still runs: same pid and start time (pids are
+    reused). Anything odd in the record (a crafted pid of 1e400) means no."""
+    if not isinstance(host, dict):
+        return False
+    pid, created = host.get("pid"), host.get("created")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31 or not (
+            created is None or isinstance(created, (int, float)) and math.isfinite(created)):
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return created is None or abs(process.create_time() - created) < 1.0
+    except psutil.Error:
         return False
 
 
@@ -148,3 +167,41 @@ def release_lock(run_dir: Path) -> None:
     fd = _held.pop(os.path.realpath(run_dir), None)
     if fd is not None:
         os.close(fd)
+
+
+class EndRecorder:
+    """Writes end.json when the run ends, on the engine thread and before the broadcast sink
+    sees the final state, so a client told "stopped" finds `ctui ls` saying so too."""
+
+    name = "end record"
+
+    def __init__(self, run_dir: Path, host_started: float) -> None:
+        self.run_dir = run_dir
+        self.host_started = host_started
+        self._reason = ""
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Failed):
+            self._reason = event.message
+        if isinstance(event, StateChanged) and event.state in (State.FINISHED, State.STOPPED,
+                                                               State.FAILED):
+            _write_json(self.run_dir / END_FILE, {
+                "state": event.state, "reason": self._reason or event.reason, "time": time.time(),
+                "host_started": self.host_started, "pid": os.getpid()})
+
+
+def claim_headless_run(run_dir: Path) -> int | None:
+    """A headless run owns its folder as a host does (lock, host.json, end.json), so `ctui ls`
+    shows it live while it trains and how it ended; None if a live host already serves it."""
+    try:
+        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
+    except RunBusy:
+        return None
+    started = time.time()
+    _write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started, "headless": True,
+                                      "created": psutil.Process().create_time()})
+    return started
+
+
+def _write_json(path: Path, data: dict) -> None:
+    write_atomically(path, json.dumps(data).encode())

@@ -15,6 +15,8 @@ from .safefs import make_private_dir, open_regular, write_atomically
 CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+HOST_FILE = "host.json"  # the process that owns (or last owned) the folder: pid, start time
+END_FILE = "end.json"  # how that process's run ended: finished, stopped or failed
 
 
 def new_run_name(config: RunConfig) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -10,13 +11,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import BUILTIN_TASKS, ConfigError, RunConfig, load_toml
-from ..run_folder import is_run_folder
+from ..errors import CheckpointError, RunBusy, TaskError, start_error
+from ..events import State
+from ..host.registry import host_is_live
+from ..run_folder import (
+    EndRecorder,
+    claim_headless_run,
+    hold_lock,
+    is_run_folder,
+    open_run_folder,
+    owner_alive,
+)
 from ..runs import CHECKPOINT_NAME, CONFIG_FILE
+from ..safefs import UnsafePathError, read_bounded
+from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
 
 if TYPE_CHECKING:
     from ..checkpoint import ResumePoint
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, fail
 from .options import typed_settings
+from .runs_cmds import run_detached
 
 
 def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | None]:
@@ -74,7 +88,6 @@ def resume_settings(resume: str, known: dict[str, Any], hold: bool
 
 
 def _own_run_folder(run_dir: Path, hold: bool) -> Path:
-    from ..run_folder import hold_lock, open_run_folder, owner_alive
 
     run_dir = open_run_folder(run_dir)
     if hold:
@@ -102,8 +115,6 @@ def _checkpoint_settings(point: ResumePoint) -> dict[str, Any]:
     try:
         RunConfig.from_dict(saved)
     except (ConfigError, TypeError) as error:
-        from ..checkpoint import CheckpointError
-
         raise CheckpointError(f"{point.path}: its saved settings are not valid ({error})") \
             from None
     return saved
@@ -111,10 +122,6 @@ def _checkpoint_settings(point: ResumePoint) -> dict[str, Any]:
 
 def _recorded_settings(run_dir: Path) -> dict[str, Any]:
     """The run folder's own config.json (a folder already checked as the user's own)."""
-    import json
-
-    from ..safefs import read_bounded
-
     path = run_dir / CONFIG_FILE
     try:
         data = json.loads(read_bounded(path))
@@ -137,8 +144,6 @@ def _recorded_settings(run_dir: Path) -> dict[str, Any]:
 
 def _check_task(config: RunConfig, point: ResumePoint, chosen: bool) -> None:
     """Refuse, before any import, a checkpoint whose task is not the one the user chose."""
-    from ..checkpoint import CheckpointError
-
     saved = point.state["config"].get("task")
     if saved != config.task and not chosen:
         raise CheckpointError(f"{point.path} was trained with task {saved!r}, not "
@@ -147,10 +152,6 @@ def _check_task(config: RunConfig, point: ResumePoint, chosen: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import CheckpointError
-    from ..run_folder import RunBusy
-    from ..safefs import UnsafePathError
-    from .errors import start_error
 
     try:
         config, resume = build_config(args)
@@ -159,8 +160,6 @@ def run(args: argparse.Namespace) -> int:
     if args.headless:
         return run_headless(config, resume)
     if getattr(args, "detach", False):
-        from .runs_cmds import run_detached
-
         return run_detached(config, resume)
     # Plain `ctui train` opens the panel: the `ctui` command (ctui.tui.main) handles it before
     # reaching here; the engine alone can only train headless or detached.
@@ -170,16 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
     """Train in this process, one line per epoch; signals checkpoint and stop cleanly."""
-    from ..checkpoint import CheckpointError
-    from ..control import Engine
-    from ..events import State
-    from ..host.registry import host_is_live
-    from ..host.serve import EndRecorder, claim_headless_run
-    from ..run_folder import RunBusy
-    from ..safefs import UnsafePathError
-    from ..sinks.console import ConsolePrinter, ConsoleSink
-    from ..tasks import TaskError
-    from .errors import start_error
+    from ..control import Engine  # loads torch: only once a run is really starting
 
     if config.run_dir and host_is_live(Path(config.run_dir)):
         fail(f"{config.run_dir} is being trained by a live run; attach to it with "
@@ -234,8 +224,6 @@ def _stop_on_signals(engine) -> None:
     The handlers run on the training thread, between two bytecodes of whatever it was doing:
     they write with say_now (a buffered print could be in the middle of a write) and only
     queue a command, which the engine applies at the next step boundary."""
-    from ..sinks.console import say_now
-
     received: list[int] = []
 
     def handle(signum, frame) -> None:

@@ -16,6 +16,7 @@ import os
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,7 +69,7 @@ class RunClient:
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            _wait_for_room(sock, max(0.1, deadline - time.monotonic()))
             try:
                 with socket_address(run_dir) as address:
                     _check_socket_file(run_dir, address)
@@ -82,10 +83,9 @@ class RunClient:
                 headless = read_json(run_dir / HOST_FILE).get("headless")
                 if headless or not host_is_live(run_dir) or time.monotonic() >= deadline:
                     raise HostUnavailable(_unavailable(run_dir, error)) from None
-                # EAGAIN: the host's queue of new connections is full (a flood): soon again
-                time.sleep(0.01 if isinstance(error, BlockingIOError) else 0.05)
+                time.sleep(0.05)
                 continue
-            sock.settimeout(None)
+            _wait_for_room(sock, 0.0)
             return cls(sock, run_dir)
 
     @property
@@ -184,6 +184,17 @@ class RunClient:
             return False
         self._buffer += data
         return bool(data)
+
+
+def _wait_for_room(sock: socket.socket, seconds: float) -> None:
+    """How long a blocking connect() waits for room in the host's queue of new connections
+    (SO_SNDTIMEO; 0: no limit). In a connection flood the queue is full; a waiting connect is
+    woken by the kernel when the host takes one, where one that retries would mostly find it
+    full again. Linux; elsewhere a full queue fails at once and connect() tries again."""
+    whole = int(seconds)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", whole, int((seconds - whole) * 1e6)))
 
 
 def _check_socket_file(run_dir: Path, address: str) -> None:

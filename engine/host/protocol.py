@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..events import Command, Event
+from ..run_folder import LOCK_NAME
+from ..runs import END_FILE, HOST_FILE
+
+__all__ = ["END_FILE", "HOST_FILE", "LOCK_NAME"]  # and the wire's names below
 
 SOCKET_NAME = "control.sock"
-LOCK_NAME = "host.lock"  # held (flock) by the live host for its whole life
-HOST_FILE = "host.json"  # the host that owns (or last owned) the folder: pid, start time
-END_FILE = "end.json"  # how that host's run ended: finished, stopped or failed
 LOG_NAME = "host.log"  # the host's stdout and stderr
 REQUEST_NAME = "host-request.json"  # settings handed from `start_host` to the new host
 

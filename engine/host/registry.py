@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from ..run_folder import process_alive as host_process_alive
 from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints
 from ..safefs import (
     MAX_SMALL_FILE,
@@ -130,21 +129,6 @@ def host_is_live(run_dir: Path) -> bool:
     """True while the host recorded in host.json runs and holds the run's lock. Both: a
     DataLoader worker forked by a killed host inherits the lock for a few seconds."""
     return _lock_held(Path(run_dir)) and host_process_alive(read_json(Path(run_dir) / HOST_FILE))
-
-
-def host_process_alive(host: dict[str, Any]) -> bool:
-    """The process host.json names still runs: same pid and start time (pids are reused)."""
-    pid = pid_field(host.get("pid"))
-    created = host.get("created")
-    if pid is None or (created is not None and time_field(created) is None):
-        return False
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return created is None or abs(process.create_time() - created) < 1.0
-    except (psutil.Error, OverflowError, ValueError):
-        return False
 
 
 def _lock_held(run_dir: Path) -> bool:

@@ -17,11 +17,13 @@ from pathlib import Path
 import psutil
 
 from ..config import RunConfig
-from ..events import Event, Failed, State, StateChanged
-from ..run_folder import RunBusy, hold_lock
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, first_line, start_error
+from ..events import State
+from ..run_folder import EndRecorder, RunBusy, hold_lock, owner_alive
 from ..safefs import UnsafePathError, check_private_dir
-from .protocol import END_FILE, HOST_FILE, REQUEST_NAME
-from .registry import host_process_alive, read_json, write_json
+from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
+from .protocol import HOST_FILE, REQUEST_NAME
+from .registry import read_json, write_json
 from .server import HostServer
 
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous_host = read_json(run_dir / HOST_FILE)
     try:  # held, open, until this process ends
-        hold_lock(run_dir, still_alive=lambda: host_process_alive(previous_host))
+        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
     except (RunBusy, OSError):
         return _start_failed(run_dir, "this run is already served by another live host", 2)
     request = read_json(run_dir / Path(request_name).name)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_engine(request: dict):
-    from ..control import Engine
+    from ..control import Engine  # torch loads here, once the run's lock is held
 
     if "config" not in request:
         raise RuntimeError(f"no readable {REQUEST_NAME}: start runs with `ctui train --detach`")
@@ -69,8 +71,6 @@ def _build_engine(request: dict):
 
 def _start_error(error: Exception) -> tuple[str, int]:
     """The same one-line message and exit code `ctui train --headless` gives."""
-    from ..errors import EXIT_FAILED, first_line, start_error
-
     known = start_error(error)
     if known is not None:
         return known
@@ -86,9 +86,6 @@ def _start_failed(run_dir: Path, message: str, code: int) -> int:
 
 
 def _serve(engine, run_dir: Path, started: float) -> int:
-    from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
-    from ..sinks.console import ConsolePrinter, ConsoleSink
-
     server = HostServer(run_dir, engine.send)
     for event in engine.history:  # epochs restored from the checkpoint being resumed
         server.publish(event)
@@ -104,44 +101,7 @@ def _serve(engine, run_dir: Path, started: float) -> int:
     return {State.FINISHED: EXIT_OK, State.STOPPED: EXIT_STOPPED}.get(final, EXIT_FAILED)
 
 
-class EndRecorder:
-    """Writes end.json when the run ends, on the engine thread and before the broadcast sink
-    sees the final state, so a client told "stopped" finds `ctui ls` saying so too."""
-
-    name = "end record"
-
-    def __init__(self, run_dir: Path, host_started: float) -> None:
-        self.run_dir = run_dir
-        self.host_started = host_started
-        self._reason = ""
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Failed):
-            self._reason = event.message
-        if isinstance(event, StateChanged) and event.state in (State.FINISHED, State.STOPPED,
-                                                               State.FAILED):
-            write_json(self.run_dir / END_FILE, {
-                "state": event.state, "reason": self._reason or event.reason, "time": time.time(),
-                "host_started": self.host_started, "pid": os.getpid()})
-
-
-def claim_headless_run(run_dir: Path) -> int | None:
-    """A headless run owns its folder as a host does (lock, host.json, end.json), so `ctui ls`
-    shows it live while it trains and how it ended; None if a live host already serves it."""
-    previous_host = read_json(run_dir / HOST_FILE)
-    try:
-        hold_lock(run_dir, still_alive=lambda: host_process_alive(previous_host))
-    except RunBusy:
-        return None
-    started = time.time()
-    write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started, "headless": True,
-                                     "created": psutil.Process().create_time()})
-    return started
-
-
 def _stop_on_signals(engine) -> None:
-    from ..sinks.console import say_now
-
     def handle(signum, frame) -> None:  # on the training thread: no print
         name = signal.Signals(signum).name
         say_now(f"{name} received: saving a checkpoint at the next step, then stopping", fd=1)

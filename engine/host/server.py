@@ -52,15 +52,17 @@ HALF_LINE_SECONDS = 5.0  # a client sends a line in one write; half of one for 5
 READ_CHUNK = 65536
 WRITE_CHUNK = 256 * 1024
 
-# New connections. Each accept costs the I/O thread ~10 us and each client served its history
+# New connections. Each accept costs the I/O thread 10-20 us and each client served its history
 # (up to ~1 MB) about a millisecond; a person attaches a few times a minute.
 SERVE_PER_SECOND = 20.0  # new clients given their history: beyond this they wait their turn
 SERVE_BURST = 20  # ... but this many at once after a quiet while (a test suite, many panels)
 ACCEPT_WINDOW = 0.1  # seconds: accepts are counted per window, and paused for its rest ...
-ACCEPTS_PER_WINDOW = 200  # ... past 2,000 a second (~2% of a core); the kernel queues the rest
-LISTEN_BACKLOG = 256  # the kernel's queue: a bit more than a window's accepts, so a client's
-#                       connect finds room between two windows even in a flood
-MAX_WAITING = 64  # accepted, alive, not yet served: past this the longest waiting is dropped
+ACCEPTS_PER_WINDOW = 100  # ... past 1,000 a second (1-2% of a core); the kernel queues the rest
+LISTEN_BACKLOG = 128  # the kernel's queue, a bit more than a window's accepts. When it is full a
+#                       client's connect waits for room (RunClient.connect), woken as we accept
+MAX_WAITING = 64  # accepted, alive, not yet served: while full, the kernel queues the rest.
+#                   (Not: drop the longest waiting. Its client reconnects at once, and a flood
+#                   of those pushes data through the host as fast as it accepts.)
 SNAPSHOT_TAIL = 1000  # events published since the history was last joined, before a rejoin
 NOTE_EVERY = 10.0  # seconds between two notes of one kind in host.log: a flood is one line
 IO_THREAD_NICE = 10  # as the checkpoint writer: socket work yields the CPU to training
@@ -96,7 +98,7 @@ class HostServer:
         self._wake_w.setblocking(False)
         self._wake_pending = False
         self._inbox: deque[Event] = deque()  # appended by the engine thread, drained by I/O
-        self._history = History()
+        self._history: History[bytes] = History()
         self._snapshot: bytes | None = None  # the history joined, and the lines since: see
         self._since: list[bytes] = []  # _history_bytes()
         self._clients: dict[socket.socket, _Client] = {}
@@ -182,10 +184,9 @@ class HostServer:
         """Timed work: reopen the listener, serve waiting clients, drop half lines held too
         long. Returns how long the selector may sleep before more is due (None: no limit)."""
         now = time.monotonic()
-        if not self._listening and now >= self._window_end and self._listener.fileno() >= 0:
-            self._listening = True
-            self._selector.register(self._listener, selectors.EVENT_READ)
         self._serve_waiting(now)
+        if not self._listening and now >= self._window_end:
+            self._resume_accepting(now)
         self._drop_half_lines(now)
         due = [self._half_line_check]
         if not self._listening:
@@ -224,17 +225,29 @@ class HostServer:
         now = time.monotonic()
         if now >= self._window_end:
             self._window_end, self._accepts_left = now + ACCEPT_WINDOW, ACCEPTS_PER_WINDOW
-        while self._accepts_left > 0:
+        while self._accepts_left > 0 and len(self._waiting) < MAX_WAITING:
             try:
                 sock, _ = self._listener.accept()
             except OSError:  # BlockingIOError: none left
                 break
             self._accepts_left -= 1
             self._admit(sock)
-        if self._accepts_left <= 0 and self._listening:
+        self._serve_waiting(now)
+        if self._accepts_left <= 0 or len(self._waiting) >= MAX_WAITING:
             self._listening = False
             self._selector.unregister(self._listener)
-        self._serve_waiting(now)
+
+    def _resume_accepting(self, now: float) -> None:
+        """At the end of a paused window: poll the listener again, if there is room to wait."""
+        if self._listener.fileno() < 0:  # shut down
+            return
+        if len(self._waiting) >= MAX_WAITING:
+            self._purge_waiting()
+        if len(self._waiting) >= MAX_WAITING:
+            self._window_end = now + ACCEPT_WINDOW  # look again then
+            return
+        self._listening = True
+        self._selector.register(self._listener, selectors.EVENT_READ)
 
     def _admit(self, sock: socket.socket) -> None:
         """Queue a new connection to be served, unless it is another user's or already gone."""
@@ -247,17 +260,10 @@ class HostServer:
         if _peer_gone(sock):  # connected and closed before we got to it: nothing to serve
             sock.close()
             return
-        if len(self._waiting) >= MAX_WAITING:
-            self._purge_waiting()
-        if len(self._waiting) >= MAX_WAITING:
-            old, old_pid = self._waiting.popleft()
-            self._notes.note("waiting", f"dropped client pid {old_pid}: more than "
-                             f"{MAX_WAITING} connections waiting to be served")
-            _close(old)
         self._waiting.append((sock, pid or 0))
 
     def _purge_waiting(self) -> None:
-        alive = deque()
+        alive: deque[tuple[socket.socket, int]] = deque()
         for sock, pid in self._waiting:
             if _peer_gone(sock):
                 sock.close()

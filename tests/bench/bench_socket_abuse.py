@@ -9,15 +9,16 @@ One trainer, like a run host: the classic MNIST network of pytorch/examples trai
 28x28 images on its main thread, a HostServer on RUN/control.sock, a step event every 10 steps
 and an epoch event every 1024 samples, commands applied between steps. (Not `start_host`: this
 measures the socket server alone, whatever else the engine does.) It reports the time of every
-step and the CPU time its I/O thread has used so far.
+step, and the CPU time and wake-ups of its I/O thread so far.
 
 Phases, each by processes of the same user, switched on and off with SIGCONT and SIGSTOP:
   none       no one else
   spin       two processes busy-looping, touching no socket: what a busy neighbour alone costs
   churn1500  one process connecting and closing 1,500 times a second (the issue's report)
   churn      two processes connecting and closing as fast as they can, never waiting
-  garbage    eight clients sending garbage lines (short ones and 60 KB JSON-looking ones) as
-             fast as they can, reading nothing, never waiting, reconnecting when hung up on
+  garbage    two processes of four clients each sending garbage lines (short ones and 60 KB
+             JSON-looking ones) as fast as they can, reading nothing, never waiting,
+             reconnecting when hung up on
 
 This machine's speed drifts (and others may use it), so the phases alternate every few seconds in
 one run, in rotated order, and each is compared with the "none" phase of the same round. A phase's
@@ -25,7 +26,11 @@ throughput counts only its steps after the first second (the previous phase sett
 trainer gets core 0 and the others core 1 (--no-pin: they share every core). Halfway through each
 phase a real client attaches, reads the history and sends a command that changes nothing.
 Printed: per phase kind the median steps/s, the median ratio to "none" of the same round, the
-I/O thread's share of a core, and how long the real client took.
+I/O thread's share of a core and wake-ups, and how long the real client took.
+
+Read "spin" first: if it is well under 1, other work on the machine moves onto the trainer's core
+when the attackers' core is busy, and every ratio measures that, not the host. The I/O thread's
+share of a core is the host's own cost whatever else runs.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-PROCESSES = {"none": 0, "spin": 2, "churn1500": 1, "churn": 2, "garbage": 1}  # garbage: 8
+PROCESSES = {"none": 0, "spin": 2, "churn1500": 1, "churn": 2, "garbage": 2}
 PACED_CHURN = 1500  # connections a second, in churn1500
 GARBAGE_CLIENTS = 8
 SETTLE = 1.0  # seconds at the start of a phase not counted: the last phase's queues drain
@@ -105,32 +110,30 @@ def garbage_chunk() -> bytes:
 
 
 def attack_garbage(address: str) -> int:
-    """GARBAGE_CLIENTS threads sending garbage, reading nothing, never waiting (a send the
-    host has no room for is tried again at once); returns the bytes sent."""
-    chunk, sent = garbage_chunk(), [0] * GARBAGE_CLIENTS
-
-    def one(index: int) -> None:
-        while not STOP.is_set():
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
+    """GARBAGE_CLIENTS / PROCESSES["garbage"] clients, in turn on one thread (so this process
+    loads its core like a spinning one), sending garbage, reading nothing, never waiting: a send
+    the host has no room for is tried again at once. Returns the bytes sent."""
+    chunk, sent = garbage_chunk(), 0
+    clients: list[socket.socket | None] = [None] * (GARBAGE_CLIENTS // PROCESSES["garbage"])
+    while not STOP.is_set():
+        for index, sock in enumerate(clients):
+            if sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    sock.connect(address)
+                except OSError:  # no room: again at once
+                    sock.close()
+                    continue
+                clients[index] = sock
             try:
-                sock.connect(address)
-                while not STOP.is_set():
-                    with contextlib.suppress(BlockingIOError):
-                        sent[index] += sock.send(chunk)
-            except OSError:
-                pass  # no room to connect, or hung up on: again
-            finally:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                pass  # no room for more: again at once
+            except OSError:  # hung up on: a new connection
                 sock.close()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(GARBAGE_CLIENTS)]
-    for thread in threads:
-        thread.start()
-    while not STOP.wait(0.1):  # a timeout: SIGTERM may land on a thread that is not this one
-        pass
-    for thread in threads:
-        thread.join()
-    return sum(sent)
+                clients[index] = None
+    return sent
 
 
 def attacker_main(kind: str, address: str) -> None:
@@ -194,14 +197,16 @@ def trainer_main(run_dir: Path, batch_size: int) -> None:
             step += 1
             if step % 10 == 0:
                 server.publish(StepLogged(epoch=epoch, step=step, loss=loss.item()))
-            print(f"{time.monotonic():.6f} {thread_cpu_seconds(io_thread):.6f}", flush=True)
+            print(f"{time.monotonic():.6f} {io_thread_use(io_thread)}", flush=True)
         server.publish(EpochEnded(epoch=epoch, epochs=10**6))
     server.shutdown(flush_seconds=0.5)
 
 
-def thread_cpu_seconds(thread: threading.Thread) -> float:
+def io_thread_use(thread: threading.Thread) -> str:
+    """The thread's CPU seconds and times it was scheduled in, so far."""
     with open(f"/proc/self/task/{thread.native_id}/schedstat") as stat:
-        return int(stat.read().split()[0]) / 1e9
+        run_ns, _, slices = stat.read().split()
+    return f"{int(run_ns) / 1e9:.6f} {slices}"
 
 
 def look_live(run_dir: Path) -> None:
@@ -255,14 +260,15 @@ def probe(run_dir: Path) -> float | None:
     return time.monotonic() - start if answered is not None else None
 
 
-def steps_per_second(steps: list[tuple[float, float]], start: float, end: float
-                     ) -> tuple[float, float]:
-    """(steps/s, I/O thread's share of a core) over the steps that ended in [start, end]."""
+def steps_per_second(steps: list[tuple[float, ...]], start: float, end: float
+                     ) -> tuple[float, float, float]:
+    """(steps/s, the I/O thread's share of a core, its wake-ups a second) over the steps that
+    ended in [start, end]."""
     inside = [step for step in steps if start <= step[0] <= end]
     if len(inside) < 2:
-        return 0.0, 0.0
-    (t0, io0), (t1, io1) = inside[0], inside[-1]
-    return (len(inside) - 1) / (t1 - t0), (io1 - io0) / (t1 - t0)
+        return 0.0, 0.0, 0.0
+    (t0, io0, wake0), (t1, io1, wake1) = inside[0], inside[-1]
+    return (len(inside) - 1) / (t1 - t0), (io1 - io0) / (t1 - t0), (wake1 - wake0) / (t1 - t0)
 
 
 def main() -> None:
@@ -298,7 +304,7 @@ def main() -> None:
 def bench(args: argparse.Namespace, kinds: list[str], run_dir: Path, cpus: tuple):
     trainer = spawn(["--train", str(run_dir), "--batch-size", str(args.batch_size)], cpus[0],
                     run_dir.parent / "host.log")
-    steps: list[tuple[float, float]] = []
+    steps: list[tuple[float, ...]] = []
     reader = threading.Thread(target=lambda: steps.extend(
         tuple(map(float, line.split())) for line in trainer.stdout))
     reader.start()
@@ -349,10 +355,12 @@ def run_phases(args: argparse.Namespace, kinds: list[str], run_dir: Path,
 def report(kinds: list[str], steps, phases, probes, done) -> None:
     speed: dict[tuple[int, str], float] = {}
     io_share: dict[str, list[float]] = defaultdict(list)
+    wakeups: dict[str, list[float]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
     for round_, kind, start, end in phases:
-        speed[round_, kind], share = steps_per_second(steps, start, end)
+        speed[round_, kind], share, woken = steps_per_second(steps, start, end)
         io_share[kind].append(share)
+        wakeups[kind].append(woken)
         seconds[kind] += end - start + SETTLE
     rounds = sorted({round_ for round_, _ in speed})
     for kind in kinds:
@@ -363,7 +371,8 @@ def report(kinds: list[str], steps, phases, probes, done) -> None:
             ratios = [speed[r, kind] / speed[r, "none"] for r in rounds]
             line += (f", ratio to none {statistics.median(ratios):.3f} median of rounds (min "
                      f"{min(ratios):.3f}, max {max(ratios):.3f})")
-        line += f"; I/O thread {statistics.median(io_share[kind]):.1%} of a core"
+        line += (f"; I/O thread {statistics.median(io_share[kind]):.1%} of a core, "
+                 f"{statistics.median(wakeups[kind]):,.0f} wake-ups/s")
         if kind.startswith("churn"):
             line += f"; {done[kind] / seconds[kind]:,.0f} connections/s"
         if kind == "garbage":
