@@ -45,8 +45,15 @@ class EpochPlot(Static):
         super().__init__(**kwargs)
         self.border_title = "Plot"
         self._key: tuple | None = None
+        self._epochs: list[EpochEnded] = []
+
+    def on_resize(self) -> None:
+        # The layout may settle after the first draw (a busy machine): draw again at the size
+        # the plot really has, or it stays cut off.
+        self.show_epochs(self._epochs)
 
     def show_epochs(self, epochs: list[EpochEnded]) -> None:
+        self._epochs = epochs
         width, height = self.content_size.width, self.content_size.height
         key = (tuple(epochs), width, height)
         if key == self._key or width < 20 or height < 5:

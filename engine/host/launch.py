@@ -94,12 +94,13 @@ def _accepts(run_dir: Path, pid: int) -> bool:
     of a killed one, kept open by a DataLoader worker that has not noticed yet)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
             socket_address(run_dir) as address:
+        probe.settimeout(1.0)  # a full queue (a connection flood) fails now: try again
         try:
             probe.connect(address)
         except OSError:
             return False
-        peer_pid, _ = peer_credentials(probe)
-    return peer_pid is None or peer_pid == pid
+        peer_pid, peer_uid = peer_credentials(probe)
+    return peer_pid is None or (peer_pid == pid and peer_uid in (None, os.geteuid()))
 
 
 def _start_failure(run_dir: Path, pid: int, code: int) -> HostStartError:

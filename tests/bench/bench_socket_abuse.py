@@ -89,7 +89,7 @@ def attack_paced_churn(address: str) -> int:
     """Connect and close at PACED_CHURN a second, the rate of the issue's report."""
     made, due = 0, time.monotonic()
     while not STOP.is_set():
-        due += 0.01
+        due = max(due + 0.01, time.monotonic() - 0.05)  # after a SIGSTOP: no catching up
         for _ in range(PACED_CHURN // 100):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
