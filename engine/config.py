@@ -12,7 +12,6 @@ import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 if __import__("sys").version_info >= (3, 11):
@@ -135,8 +134,6 @@ class RunConfig:
                               + ", ".join(sorted(known)))
         return cls(**data)
 
-    def resolved_run_dir(self, run_name: str) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path(self.runs_dir) / run_name
 
 
 def check_setting(name: str, value: Any) -> Any:

@@ -92,8 +92,6 @@ class Trainer:
         self._oom_above = int(oom_above) if oom_above else None
         self.batch_size = config.batch_size
         self.num_workers = config.num_workers
-        self.base_lr = config.lr
-        self.base_batch_size = config.batch_size
         self.progress = Progress()
 
         self.model = task.model.to(self.device)

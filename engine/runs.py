@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
-from .safefs import make_private_dir, open_regular, write_atomically
+from .safefs import open_regular, write_atomically
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
@@ -25,12 +25,6 @@ def new_run_name(config: RunConfig) -> str:
         task = Path(task.rpartition(":")[0]).stem.split(".")[-1]
     return f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-
-def prepare_run_dir(path: Path) -> Path:
-    """Create the folder (and parents) readable by its owner only, or check that an existing
-    one is the user's own and private (safefs.make_private_dir)."""
-    make_private_dir(path)
-    return path
 
 
 def write_config(run_dir: Path, config: RunConfig, extra: dict) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from ctui.engine import Engine, RunConfig
 from ctui.engine.events import EpochEnded, LoggersInfo, LogLine, State, StepLogged
-from ctui.engine.runs import prepare_run_dir
+from ctui.engine.safefs import make_private_dir
 from ctui.engine.sinks import wandb_sink
 from ctui.engine.sinks.loggers import open_loggers
 
@@ -338,7 +338,7 @@ def test_a_full_disk_under_tensorboard_is_reported_once_and_wandb_goes_on(wandb_
 
 def open_online(run_dir: Path) -> tuple[list, LoggersInfo, list[str]]:
     config = tiny_config(run_dir, wandb="online", tensorboard=False)
-    sinks, info, notes = open_loggers(config, prepare_run_dir(run_dir), {}, "digits")
+    sinks, info, notes = open_loggers(config, private(run_dir), {}, "digits")
     for sink in sinks:
         sink.close()
     return sinks, info, notes
@@ -383,7 +383,7 @@ def test_missing_packages_are_one_note_each_and_no_logger(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now fails
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     config = tiny_config(tmp_path / "run", wandb="offline")
-    sinks, info, notes = open_loggers(config, prepare_run_dir(tmp_path / "run"), {}, "digits")
+    sinks, info, notes = open_loggers(config, private(tmp_path / "run"), {}, "digits")
     assert sinks == [] and info == LoggersInfo(time=info.time)
     assert len(notes) == 2
     assert "wandb is off" in notes[0] + notes[1] and "TensorBoard is off" in notes[0] + notes[1]
@@ -397,3 +397,8 @@ def test_importing_the_engine_and_its_sinks_loads_neither_wandb_nor_tensorboard(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def private(run_dir):
+    make_private_dir(run_dir)
+    return run_dir
