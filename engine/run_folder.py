@@ -111,7 +111,9 @@ def new_run_folder(run_dir: str | None, runs_dir: str, name: str) -> Path:
         path = Path(run_dir)
         if make_private_dir(path):
             return path
-        if any(os.scandir(path)) and not is_run_folder(path):
+        with os.scandir(path) as entries:
+            empty = not any(entries)
+        if not empty and not is_run_folder(path):
             raise UnsafePathError(errno.EEXIST, f"{path} already holds files and is not a run "
                                   "folder; give a new or empty folder", str(path))
         return open_run_folder(path) if is_run_folder(path) else path
