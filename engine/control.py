@@ -256,6 +256,9 @@ class Engine:
                 self._log(f"resumed from {self.resume_path} at epoch {progress.epoch}, "
                           f"sample {progress.position} of the epoch")
                 self.resume_state = None  # free the memory
+            if self.task.optimizer and not self.task.scheduler:
+                self._log("the task brings its own optimizer and no scheduler: its learning "
+                          "rate stays as set (--gamma applies only to ctui's default optimizer)")
             self._emit_settings()
             self._emit(self.loggers_info)
             if self.config.time_limit:
@@ -434,7 +437,8 @@ class Engine:
         if self._epochs_timed > 1 and time.monotonic() - self._finish_reported < 600:
             return  # once at the start, then every ten minutes: not a line per epoch
         self._finish_reported = time.monotonic()
-        message = (f"expected to finish at {_clock(finish)} ({left} epochs left at "
+        epochs_left = f"{left} epoch" + ("" if left == 1 else "s")
+        message = (f"expected to finish at {_clock(finish)} ({epochs_left} left at "
                    f"~{per_epoch:.0f}s each)")
         if self.config.time_limit:
             deadline = time.time() + self.config.time_limit - elapsed

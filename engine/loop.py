@@ -99,9 +99,7 @@ class Trainer:
         params = self.model.parameters()
         self.optimizer = (task.optimizer(params) if task.optimizer
                           else torch.optim.Adadelta(params, lr=config.lr))
-        self.scheduler = (task.scheduler(self.optimizer) if task.scheduler
-                          else torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=1,
-                                                               gamma=config.gamma))
+        self.scheduler = _scheduler(task, self.optimizer, config.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=placement.needs_grad_scaler)
         self.sampler = ResumableSampler(len(task.train_dataset), config.seed)
@@ -380,6 +378,17 @@ class Trainer:
         self.model.train()
         accuracy = correct.item() / count if classifies and count else None
         return loss_total.item() / max(count, 1), accuracy
+
+
+def _scheduler(task: Task, optimizer: torch.optim.Optimizer, gamma: float):
+    """The task's own; else StepLR(gamma) for ctui's default optimizer. A task that brings its
+    own optimizer but no scheduler keeps its learning rate: decaying a rate ctui did not choose
+    by --gamma every epoch would be a silent surprise."""
+    if task.scheduler:
+        return task.scheduler(optimizer)
+    if task.optimizer:
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
 
 
 class _Interval:

@@ -13,6 +13,7 @@ from ctui.engine import Engine, RunConfig, State, train
 from ctui.engine.events import (
     Answer,
     EpochEnded,
+    LogLine,
     Settings,
     StateChanged,
     StepLogged,
@@ -148,6 +149,19 @@ def test_bad_live_setting_is_refused_with_an_answer_saying_why():
 def test_user_task_from_a_file():
     epochs = train(tiny(task=str(REPO / "assets/examples/tiny_task.py") + ":build", epochs=2))
     assert epochs[-1].test_accuracy > 0.5
+
+
+def test_a_task_with_its_own_optimizer_and_no_scheduler_keeps_its_learning_rate(tmp_path):
+    task = tmp_path / "sgd_task.py"
+    task.write_text((REPO / "assets/examples/tiny_task.py").read_text().replace(
+        "torch.optim.AdamW(params, lr=1e-3)", "torch.optim.SGD(params, lr=0.05)").replace(
+        "        scheduler=lambda optimizer:", "        # scheduler=lambda optimizer:"))
+    engine = Engine(tiny(task=f"{task}:build", epochs=3, gamma=0.5))
+    engine.run()
+    epochs = [e for e in engine.history if isinstance(e, EpochEnded)]
+    assert [e.lr for e in epochs] == [0.05, 0.05, 0.05]  # not decayed by --gamma
+    assert any("its learning rate stays as set" in e.message for e in engine.history
+               if isinstance(e, LogLine))
 
 
 def test_user_task_from_a_module(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ Run it with:  ctui train --headless --task assets/examples/tiny_task.py:build --
 
 ctui calls build(config) once and trains what it returns. Only `model`, `train_dataset` and
 `test_dataset` are required; leave out loss, optimizer or scheduler to get ctui's defaults
-(cross-entropy on logits, Adadelta(lr=config.lr), StepLR(step_size=1, gamma=config.gamma)).
+(cross-entropy on logits, Adadelta(lr=config.lr), StepLR(step_size=1, gamma=config.gamma);
+with an optimizer of your own and no scheduler, the learning rate stays as you set it).
 """
 
 import torch
