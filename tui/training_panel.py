@@ -68,8 +68,11 @@ class TrainingPanel(Static):
             grid.add_row(Text(f"{step.samples_per_second:,.0f} samples/s  "
                               f"data wait {step.data_wait_fraction:.0%}  loss {step.loss:.4f}"))
         if settings is not None:
+            # The rate in force: the latest logged step's (the scheduler changes it each epoch;
+            # Settings only come when a setting is changed).
+            lr = step.lr if step is not None else settings.lr
             grid.add_row(Text(f"batch {settings.batch_size}  workers {settings.num_workers}  "
-                              f"{settings.device} {settings.precision}  lr {settings.lr:.3g}"))
+                              f"{settings.device} {settings.precision}  lr {lr:.3g}"))
         grid.add_row(self._checkpoint_line(model))
         if model.advice is not None and model.advice.message:
             grid.add_row(Text(f"▸ {model.advice.message}",
