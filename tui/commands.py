@@ -10,18 +10,20 @@ from .keys import ACTIONS
 
 
 class PanelCommands(Provider):
+    """One line per action: its help and key. (A help line under it repeated the same words,
+    so every command looked listed twice.)"""
+
     def _entries(self):
         for action in ACTIONS:
-            title = f"{action.help} ({action.label})"
-            yield title, partial(self.app.run_action, action.action), action.help
+            yield f"{action.help} ({action.label})", partial(self.app.run_action, action.action)
 
     async def discover(self) -> Hits:
-        for title, run, help_text in self._entries():
-            yield DiscoveryHit(title, run, help=help_text)
+        for title, run in self._entries():
+            yield DiscoveryHit(title, run)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, run, help_text in self._entries():
+        for title, run in self._entries():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), run, help=help_text)
+                yield Hit(score, matcher.highlight(title), run)

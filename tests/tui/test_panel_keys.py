@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 
 from conftest import RUN_NAME, attached, make_app, shown, until
+from rich.console import Console
 from standin import events_until, live_run, recorded_events
+from textual.command import CommandList
 
 from ctui.engine.events import (
     CheckpointNow,
@@ -330,6 +332,14 @@ def test_every_action_is_in_the_command_palette():
             await pilot.pause(0.5)
             await pilot.press("enter")
             await until(pilot, lambda: sent(backend) == [CheckpointNow()])
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.5)
+            listed = app.screen.query_one(CommandList)
+            console = Console(width=200, record=True)
+            for i in range(listed.option_count):
+                console.print(listed.get_option_at_index(i).prompt)
+            # each action once (its help line used to repeat the same words under it)
+            assert console.export_text().count("Save a checkpoint now") == 1
     run(test)
 
 
