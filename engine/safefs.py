@@ -54,7 +54,7 @@ def read_bounded(path: str | os.PathLike[str], limit: int = MAX_SMALL_FILE) -> b
 def open_regular(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
     """A file descriptor on a regular file, opened without following a symlink and without
     blocking on a FIFO. For large files read incrementally (metrics.jsonl); the caller closes."""
-    fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+    fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _CLOEXEC, 0o600)  # private if created
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnsafePathError(errno.EINVAL, "not a regular file", str(path))
