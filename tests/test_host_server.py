@@ -39,6 +39,8 @@ from ctui.engine.host import (
 from ctui.engine.host.protocol import END_FILE, HOST_FILE, LOCK_NAME, SOCKET_NAME
 from ctui.engine.host.server import MAX_LINES_PER_SECOND, HostServer
 
+from helpers import wait_until
+
 
 class ScriptedEngine:
     """Stands in for the engine: records commands and answers pause/resume like it does."""
@@ -93,15 +95,6 @@ def read_messages(sock: socket.socket, until, timeout: float = 5.0) -> list[dict
 
 def warnings_in(messages: list[dict]) -> list[str]:
     return [m["message"] for m in messages if m["type"] == "log" and m["level"] == "warning"]
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # ---------------------------------------------------------------- what a client sees

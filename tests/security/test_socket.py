@@ -25,6 +25,8 @@ from ctui.engine.host import server as server_module
 from ctui.engine.host.protocol import MAX_LINE_BYTES, SOCKET_NAME
 from ctui.engine.host.server import HostServer
 
+from helpers import wait_until
+
 
 @pytest.fixture
 def served(tmp_path):
@@ -62,15 +64,6 @@ def errors_in(messages: list[dict]) -> list[str]:
     return [m["message"] for m in messages if m["type"] == "log" and m["level"] == "error"]
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def received(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> bool:
     """Whether needle arrives on sock within timeout."""
     sock.settimeout(timeout)
@@ -91,7 +84,7 @@ def checkpoint_gets_through(run_dir: Path, commands: list) -> bool:
     with RunClient.connect(run_dir) as client:
         client.history()
         client.send(CheckpointNow())
-        return wait_until(lambda: CheckpointNow() in commands)
+        return wait_until(lambda: CheckpointNow() in commands, timeout=10.0)
 
 
 # ---------------------------------------------------------------- item 4: a spoofed host
@@ -201,7 +194,8 @@ def test_a_real_command_gets_through_70_clients_holding_half_a_line(served):
             sock = raw_connect(run_dir)
             sock.sendall(b'{"type": "che')
             holders.append(sock)
-        assert wait_until(lambda: server.client_count == server_module.MAX_CLIENTS)
+        assert wait_until(lambda: server.client_count == server_module.MAX_CLIENTS,
+                          timeout=10.0)
         assert checkpoint_gets_through(run_dir, commands)
         assert commands == [CheckpointNow()]  # the half lines were never taken for commands
     finally:
@@ -281,7 +275,7 @@ def test_a_stream_of_garbage_gets_the_client_dropped_and_long_lines_are_not_deco
     run_dir, server, commands = served
     with raw_connect(run_dir) as typo:  # a few mistakes are answered, not punished
         typo.sendall(b"oops\n" * 3 + b'{"type": "set_batch_size", "batch_size": 8}\n')
-        assert wait_until(lambda: commands == [SetBatchSize(8)])
+        assert wait_until(lambda: commands == [SetBatchSize(8)], timeout=10.0)
         with raw_connect(run_dir) as flooder:
             flooder.sendall(b"garbage\n" * 1000)
             messages = read_until_closed(flooder)
