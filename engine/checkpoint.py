@@ -7,7 +7,6 @@ the folder fsynced, so a crash at any moment leaves either the old set or the ne
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
@@ -27,7 +26,7 @@ import torch
 # Naming lives in the torch-free runs module so `ctui ls` and the panel can list checkpoints.
 from .errors import CheckpointError, first_line
 from .runs import checkpoint_dir, checkpoint_name, list_checkpoints
-from .safefs import TEMP_SUFFIX, create_temp, fsync_dir, open_regular
+from .safefs import TEMP_SUFFIX, open_regular, write_atomically_with
 
 __all__ = ["CheckpointError", "checkpoint_dir", "checkpoint_name", "list_checkpoints"]
 
@@ -94,18 +93,7 @@ def write_atomically(state: dict, path: Path) -> None:
     """checksum -> temp file (O_EXCL, unguessable name) -> fsync -> rename -> fsync folder.
     Raises OSError on a full disk; a planted link is never written through."""
     state = {**state, "checksum": payload_checksum(state)}
-    temp, fd = create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    fsync_dir(path.parent)
+    write_atomically_with(path, lambda handle: torch.save(state, handle))
 
 
 def payload_checksum(state: Any) -> int:

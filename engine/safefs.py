@@ -15,7 +15,9 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_SMALL_FILE = 1 << 20  # config.json, host.json, end.json: a few KiB in practice
 TEMP_SUFFIX = ".tmp"
@@ -92,10 +94,16 @@ def create_temp(final: Path, mode: int = 0o600) -> tuple[Path, int]:
 def write_atomically(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """temp (O_EXCL, random name) -> write -> fsync -> rename over `path` -> fsync the folder.
     rename() replaces a planted symlink at `path` itself; it never writes through it."""
+    write_atomically_with(path, lambda handle: handle.write(data), mode, durable)
+
+
+def write_atomically_with(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o600,
+                          durable: bool = True) -> None:
+    """write_atomically, with `write(handle)` writing the contents (torch.save, say)."""
     temp, fd = create_temp(path, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())

@@ -146,24 +146,17 @@ class MetricsFile:
         except FileNotFoundError:
             return
         bad: list[str] = []
+
+        def copy_kept(out: BinaryIO) -> None:
+            for number, line in enumerate(_lines(source), 1):
+                keep, problem = _keep(line, global_step, epochs_done)
+                if problem:
+                    bad.append(f"line {number}: {problem}")
+                elif keep:
+                    out.write(line.rstrip(b"\r\n") + b"\n")
+
         with source:
-            temp, fd = safefs.create_temp(self.path)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for number, line in enumerate(_lines(source), 1):
-                        keep, problem = _keep(line, global_step, epochs_done)
-                        if problem:
-                            bad.append(f"line {number}: {problem}")
-                        elif keep:
-                            out.write(line.rstrip(b"\r\n") + b"\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
-        safefs.fsync_dir(self.path.parent)
+            safefs.write_atomically_with(self.path, copy_kept)
         if bad:
             more = ", ..." if len(bad) > 3 else ""
             self.notes.append(f"metrics.jsonl: skipped {len(bad)} unreadable lines "
