@@ -192,13 +192,10 @@ class EndRecorder:
                 "host_started": self.host_started, "pid": os.getpid()})
 
 
-def claim_headless_run(run_dir: Path) -> int | None:
-    """A headless run owns its folder as a host does (lock, host.json, end.json), so `ctui ls`
-    shows it live while it trains and how it ended; None if a live host already serves it."""
-    try:
-        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
-    except RunBusy:
-        return None
+def claim_headless_run(run_dir: Path) -> float:
+    """A headless run records itself in its folder as a host does (host.json, then end.json),
+    so `ctui ls` shows it live while it trains and how it ended. The Engine already holds the
+    run's lock (claim_run_folder); returns the start time EndRecorder needs."""
     started = time.time()
     _write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started, "headless": True,
                                       "created": psutil.Process().create_time()})

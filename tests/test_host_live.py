@@ -29,12 +29,8 @@ from ctui.engine.events import (
 )
 from ctui.engine.host import RunClient, list_runs
 from ctui.engine.host.protocol import HOST_FILE, LOG_NAME, SOCKET_NAME
-from ctui.engine.host.registry import (
-    host_process_alive,
-    last_epoch,
-    newest_checkpoint,
-    read_json,
-)
+from ctui.engine.host.registry import last_epoch, newest_checkpoint, read_json
+from ctui.engine.run_folder import process_alive
 
 from helpers import REPO, run_ctui
 from helpers import ctui_in_process as ctui
@@ -52,7 +48,7 @@ def runs(isolated_runs):
     yield isolated_runs
     for run_dir in isolated_runs.glob("*"):
         host = read_json(run_dir / HOST_FILE)
-        if host_process_alive(host):
+        if process_alive(host):
             os.killpg(host["pid"], signal.SIGKILL)  # its session: the host and its workers
 
 
@@ -174,7 +170,7 @@ def test_every_command_against_a_live_host(runs, capsys):
 
     code, out, _ = ctui(capsys, "ls")
     assert re.search(rf"{run_dir.name}\s+stopped\s+\d+/1000\s+ckpt-e\d+-s\d+\.pt", out)
-    wait_until(lambda: not host_process_alive(read_json(run_dir / HOST_FILE)), timeout=30,
+    wait_until(lambda: not process_alive(read_json(run_dir / HOST_FILE)), timeout=30,
                what="the host to exit")
     assert not (run_dir / SOCKET_NAME).exists()
     code, _, err = ctui(capsys, "pause")

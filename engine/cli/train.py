@@ -180,11 +180,7 @@ def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:
         fail(*start_error(error))
     except OSError as error:  # the run folder could not be written: say where and why
         fail(f"{error.filename or config.run_dir}: {error.strerror or error}", EXIT_FAILED)
-    started = claim_headless_run(engine.run_dir)
-    if started is None:
-        fail(f"{engine.run_dir} is being trained by a live run host; attach to it with "
-             f"`ctui attach {engine.run_dir}` instead", EXIT_USAGE)
-    engine.add_sink(EndRecorder(engine.run_dir, started))
+    engine.add_sink(EndRecorder(engine.run_dir, claim_headless_run(engine.run_dir)))
 
     printer = ConsolePrinter(sys.stdout)
     engine.add_sink(ConsoleSink(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..run_folder import process_alive as host_process_alive
+from ..run_folder import owner_alive
 from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints
 from ..safefs import (
     MAX_SMALL_FILE,
@@ -128,7 +128,7 @@ def planned_epochs(run_dir: Path) -> int:
 def host_is_live(run_dir: Path) -> bool:
     """True while the host recorded in host.json runs and holds the run's lock. Both: a
     DataLoader worker forked by a killed host inherits the lock for a few seconds."""
-    return _lock_held(Path(run_dir)) and host_process_alive(read_json(Path(run_dir) / HOST_FILE))
+    return _lock_held(Path(run_dir)) and owner_alive(Path(run_dir))
 
 
 def _lock_held(run_dir: Path) -> bool:
