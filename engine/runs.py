@@ -8,9 +8,10 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from .config import RunConfig
-from .safefs import open_regular, write_atomically
+from .safefs import open_regular, read_bounded, write_atomically
 
 CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 CONFIG_FILE = "config.json"
@@ -31,6 +32,17 @@ def write_config(run_dir: Path, config: RunConfig, extra: dict) -> None:
     """config.json, atomically, never through a planted link."""
     data = {"config": config.to_dict(), **extra}
     write_atomically(run_dir / CONFIG_FILE, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def recorded_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings config.json records (its "config"), read bounded and never through a link.
+    FileNotFoundError when there is no config.json; ValueError when it holds no settings."""
+    path = Path(run_dir) / CONFIG_FILE
+    data = json.loads(read_bounded(path))
+    settings = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} holds no settings")
+    return dict(settings)
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict]:

@@ -7,7 +7,6 @@ Torch-free: nothing here may import ctui.engine.control, loop or tasks.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Protocol
 from ctui.engine.config import RunConfig
 from ctui.engine.events import Command, Event
 from ctui.engine.host.registry import RunInfo
-from ctui.engine.runs import CONFIG_FILE, read_metrics
-from ctui.engine.safefs import read_bounded
+from ctui.engine.runs import read_metrics, recorded_settings
 
 
 class RunConnection(Protocol):
@@ -61,11 +59,7 @@ class HostBackend:
 def saved_config(run_dir: Path) -> RunConfig:
     """The settings a run was started with, and the batch size and workers of its last epoch
     (changed live, perhaps), for resuming it. Torch-free, unlike reading the checkpoint."""
-    data = json.loads(read_bounded(Path(run_dir) / CONFIG_FILE))
-    settings = data.get("config") if isinstance(data, dict) else None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{Path(run_dir) / CONFIG_FILE} holds no settings")
-    settings = dict(settings)
+    settings = recorded_settings(run_dir)
     for record in reversed(read_metrics(run_dir)):
         if record.get("type") == "epoch":
             settings["batch_size"] = record.get("batch_size") or settings.get("batch_size")

@@ -22,8 +22,8 @@ from ..run_folder import (
     open_run_folder,
     owner_alive,
 )
-from ..runs import CHECKPOINT_NAME, CONFIG_FILE
-from ..safefs import UnsafePathError, read_bounded
+from ..runs import CHECKPOINT_NAME, CONFIG_FILE, recorded_settings
+from ..safefs import UnsafePathError
 from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
 
 if TYPE_CHECKING:
@@ -124,17 +124,16 @@ def _recorded_settings(run_dir: Path) -> dict[str, Any]:
     """The run folder's own config.json (a folder already checked as the user's own)."""
     path = run_dir / CONFIG_FILE
     try:
-        data = json.loads(read_bounded(path))
+        recorded = recorded_settings(run_dir)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as error:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ConfigError("resume", f"{path} is unreadable ({error}); the run's settings are "
                           "lost: start a new run from the checkpoint file with --resume FILE") \
             from None
-    recorded = data.get("config") if isinstance(data, dict) else None
-    if not isinstance(recorded, dict):
+    except ValueError:
         raise ConfigError("resume", f"{path} holds no settings; start a new run from the "
-                          "checkpoint file with --resume FILE")
+                          "checkpoint file with --resume FILE") from None
     try:
         RunConfig.from_dict(recorded)
     except (ConfigError, TypeError) as error:
