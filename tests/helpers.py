@@ -49,3 +49,13 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def killed_before_its_first_checkpoint(**settings) -> None:
+    """A run set up (its folder and config.json written) in a process then SIGKILLed, as a
+    reclaimed instance would be, before it saved anything."""
+    code = ("import os, signal; from ctui.engine import Engine, RunConfig; "
+            f"Engine(RunConfig(**{settings!r})); os.kill(os.getpid(), signal.SIGKILL)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == -9, result.stderr

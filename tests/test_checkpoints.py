@@ -19,7 +19,7 @@ from ctui.engine import CheckpointError, Engine, State
 from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from ctui.engine.events import LogLine, StateChanged
 
-from helpers import REPO, run_ctui, tiny
+from helpers import REPO, killed_before_its_first_checkpoint, run_ctui, tiny
 
 # Two digits epochs of 23 steps, a checkpoint every 5 steps: kills land between, during and
 # after mid-epoch saves. Deterministic on the CPU (same seed, same thread count), even on a GPU
@@ -310,7 +310,7 @@ def test_checkpoint_now_and_keep_last_k(tmp_path):
 @pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_fresh_with_the_runs_own_settings(tmp_path):
     run_dir = tmp_path / "run"
-    Engine(tiny(run_dir=str(run_dir), batch_size=256))  # killed before its first checkpoint
+    killed_before_its_first_checkpoint(**tiny(run_dir=str(run_dir), batch_size=256).to_dict())
     result = run_ctui("train", "--headless", "--resume", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert "starting fresh" in result.stdout and "bs 256" in result.stdout

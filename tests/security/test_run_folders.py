@@ -28,7 +28,7 @@ from ctui.engine.checkpoint import (
     payload_checksum,
 )
 
-from helpers import REPO, ctui_in_process, run_ctui, tiny
+from helpers import REPO, ctui_in_process, killed_before_its_first_checkpoint, run_ctui, tiny
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 EVIL_TASK = """
@@ -229,7 +229,8 @@ def test_config_json_is_written_before_anything_can_kill_the_run(tmp_path):
 @pytest.mark.slow
 def test_resume_after_a_kill_before_the_first_checkpoint_keeps_the_runs_task(tmp_path):
     run_dir = tmp_path / "run"
-    Engine(tiny(run_dir=str(run_dir), epochs=1, task="fake", fake_size=64))  # then "killed"
+    killed_before_its_first_checkpoint(**tiny(run_dir=str(run_dir), epochs=1, task="fake",
+                                              fake_size=64).to_dict())
     result = ctui_train("--resume", "--run-dir", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stdout  # the run's own 1 epoch of fake data, not 14 of digits
