@@ -28,7 +28,7 @@ from ctui.engine.events import (
     StateChanged,
 )
 from ctui.engine.host import RunClient, list_runs
-from ctui.engine.host.protocol import HOST_FILE, LOG_NAME, SOCKET_NAME
+from ctui.engine.host.protocol import HOST_FILE, LOG_NAME, SOCKET_NAME, socket_address
 from ctui.engine.host.registry import last_epoch, newest_checkpoint, read_json
 from ctui.engine.run_folder import process_alive
 
@@ -190,11 +190,12 @@ def test_two_clients_and_bad_ones_on_a_live_host(runs):
             assert client.wait_for(lambda e: isinstance(e, Settings), 30).batch_size == 16
 
         # Garbage, a line cut off by a disconnect, and a client gone mid-message.
-        with socket.socket(socket.AF_UNIX) as bad:
-            bad.connect(str(run_dir / SOCKET_NAME))
+        # (socket_address: a run folder's path may be longer than AF_UNIX allows)
+        with socket.socket(socket.AF_UNIX) as bad, socket_address(run_dir) as address:
+            bad.connect(address)
             bad.sendall(b'garbage\n{"type": "nope"}\n{"type": "set_batch_size", "batch_')
-        with socket.socket(socket.AF_UNIX) as bad:
-            bad.connect(str(run_dir / SOCKET_NAME))
+        with socket.socket(socket.AF_UNIX) as bad, socket_address(run_dir) as address:
+            bad.connect(address)
             bad.sendall(b"\xff" * 100000)
 
         first.send(Resume())
