@@ -289,6 +289,7 @@ class SaveResult:
     blocked_seconds: float  # the training loop's share: copying the state off the device
     seconds: float = 0.0  # the writer's share: serialising, fsync, rename
     error: str = ""
+    best: tuple[str, str, float] | None = None  # ckpt-best.pt: (monitor, mode, value)
 
 
 class CheckpointWriter:
@@ -336,7 +337,8 @@ class CheckpointWriter:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._test_pause(path)
             write_atomically(state, path)
-            self._prune(keep_newest=path)
+            if pending.best is None:  # the best checkpoint is kept beside the last K
+                self._prune(keep_newest=path)
         except Exception as failure:  # torch wraps a full disk's OSError in a RuntimeError
             error = _reason(failure)
         self.on_done(dataclasses.replace(pending, seconds=time.perf_counter() - start,

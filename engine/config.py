@@ -20,6 +20,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 BUILTIN_TASKS = ("digits", "mnist", "cifar10", "fake")
+OPTIMIZERS = ("adadelta", "sgd", "adamw")
+SCHEDULERS = ("step", "cosine", "none")
+MODES = ("max", "min")
+MAX_ACCUMULATE = 4096  # micro-batches per step: far past any real use, still a C int
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda|cuda:\d{1,4}")  # used with fullmatch
 DURATION_PATTERN = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -106,6 +110,16 @@ class RunConfig:
     time_limit: float | None = None
     # live tuning: scale lr linearly with batch size when it changes
     scale_lr: bool = False
+    # the optimisation (a task's own optimizer or scheduler wins over these two)
+    optimizer: str = "adadelta"
+    scheduler: str = "step"
+    accumulate: int = 1  # micro-batches per optimizer step
+    clip_grad_norm: float | None = None
+    compile: bool = False
+    val_every: int = 1  # evaluate every N epochs (and always after the last)
+    # best checkpoint: keep ckpt-best.pt for the best epoch by this figure
+    monitor: str | None = None
+    mode: str | None = None  # max or min; None: min for a figure named *loss, else max
     # loggers
     tensorboard: bool = True
     wandb: str | None = None
@@ -279,6 +293,32 @@ def _time_limit(name: str, value: Any) -> float | None:
     return float(value)
 
 
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def rule(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(name, f"{_shown(value)} is not allowed; use "
+                              + ", ".join(choices))
+        return value
+    return rule
+
+
+def _optional_positive(name: str, value: Any) -> float | None:
+    return None if value is None else _positive_number(name, value)
+
+
+def _monitor(name: str, value: Any) -> str | None:
+    # Which figures exist is known once the task has evaluated; the engine checks then.
+    if value is not None and not (isinstance(value, str) and re.fullmatch(r"[\w./-]{1,64}",
+                                                                             value)):
+        raise ConfigError(name, f"{_shown(value)} is not a figure name: use the name of one the "
+                          "epoch line shows, e.g. test_loss, test_accuracy or your task's f1")
+    return value
+
+
+def _mode(name: str, value: Any) -> str | None:
+    return None if value is None else _choice(MODES)(name, value)
+
+
 def _path(name: str, value: Any) -> str:
     """A folder setting: a non-empty path; a Path from a notebook is kept as its string."""
     if isinstance(value, os.PathLike):
@@ -376,6 +416,14 @@ _RULES: dict[str, Callable[[str, Any], Any]] = {
     "keep_checkpoints": _COUNT,
     "time_limit": _time_limit,
     "scale_lr": _bool,
+    "optimizer": _choice(OPTIMIZERS),
+    "scheduler": _choice(SCHEDULERS),
+    "accumulate": _int_rule(1, MAX_ACCUMULATE),
+    "clip_grad_norm": _optional_positive,
+    "compile": _bool,
+    "val_every": _COUNT,
+    "monitor": _monitor,
+    "mode": _mode,
     "tensorboard": _bool,
     "wandb": _wandb,
 }

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .advisor import Advisor
+from .best import BEST_CHECKPOINT, Best, best_in, figure, figures_of, improves, mode_for
 from .checkpoint import (
     CheckpointError,
     CheckpointWriter,
@@ -35,9 +36,10 @@ from .checkpoint import (
 from .checkpoint_schedule import CheckpointSchedule
 from .config import ConfigError, RunConfig
 from .device import Placement, choose_placement
-from .errors import first_line
+from .errors import TaskError, first_line
 from .events import (
     Answer,
+    BestCheckpoint,
     CheckpointNow,
     CheckpointSaved,
     Command,
@@ -120,6 +122,8 @@ class Engine:
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
         self._schedule = CheckpointSchedule(config)
         self._epochs_timed = 0
+        self._best: Best | None = None  # --monitor's best epoch, once known
+        self._best_known = False  # restored from the history on the first epoch's end
         self._finish_reported = 0.0
         self.trainer: Trainer | None = None
         self._advisor = Advisor()
@@ -423,9 +427,32 @@ class Engine:
         return time.monotonic() - start
 
     def _after_epoch(self, event: EpochEnded) -> None:
+        self._keep_best(event)  # first: a kill between the two saves redoes the epoch
         if event.epoch < self.config.epochs:  # the final save happens when fit() returns
             self._save_checkpoint(self.trainer)
             self._report_finish(event)
+
+    def _keep_best(self, event: EpochEnded) -> None:
+        """--monitor: save the epoch as ckpt-best.pt when its figure beats every earlier one."""
+        monitor = self.config.monitor
+        if not monitor:
+            return
+        mode = mode_for(monitor, self.config.mode)
+        if not self._best_known:  # a resumed run: the best of the epochs before it
+            self._best = best_in(self.trainer.progress.history[:-1], monitor, mode)
+            self._best_known = True
+        value = figure(event, monitor)
+        if value is None:
+            if not self.trainer.evaluated:
+                return  # --val-every skipped this epoch's test figures
+            self._save_checkpoint(self.trainer)
+            raise TaskError(f"--monitor {monitor}: the epochs have no figure of that name; they "
+                            f"have {', '.join(figures_of(event))}. This epoch's checkpoint is "
+                            "saved: resume with --resume --monitor NAME")
+        if not improves(value, self._best, mode):
+            return
+        self._best = Best(value, event.epoch)
+        self._save_checkpoint(self.trainer, best=(monitor, mode, value))
 
     def _report_finish(self, event: EpochEnded) -> None:
         """Expected finish from this run's epoch pace; a time limit that comes first says so."""
@@ -449,8 +476,10 @@ class Engine:
 
     # ------------------------------------------------------------ checkpoints
 
-    def _save_checkpoint(self, trainer: Trainer) -> None:
-        """Block only to copy the state to the CPU; the writer thread does the rest."""
+    def _save_checkpoint(self, trainer: Trainer,
+                         best: tuple[str, str, float] | None = None) -> None:
+        """Block only to copy the state to the CPU; the writer thread does the rest. `best`
+        (monitor, mode, value) writes ckpt-best.pt, with the same protocol, instead."""
         from .state import capture
 
         start = time.perf_counter()
@@ -458,9 +487,11 @@ class Engine:
         progress = trainer.progress
         # Named for the last epoch trained into it: at an epoch's end that is the one just done.
         epoch = progress.epoch - 1 if progress.position == 0 else progress.epoch
-        path = self._ckpt_dir / checkpoint_name(epoch, progress.global_step)
-        self._writer.submit(state, SaveResult(str(path), epoch, progress.global_step,
-                                              blocked_seconds=time.perf_counter() - start))
+        name = BEST_CHECKPOINT if best else checkpoint_name(epoch, progress.global_step)
+        self._writer.submit(state, SaveResult(str(self._ckpt_dir / name), epoch,
+                                              progress.global_step,
+                                              blocked_seconds=time.perf_counter() - start,
+                                              best=best))
         self._schedule.saving()
 
     def _logger_state(self) -> dict:
@@ -482,8 +513,15 @@ class Engine:
                 if self._state == State.RUNNING:  # stopping or ended: nothing left to pause
                     self._pause("checkpoint failed")
                 continue
-            self.last_checkpoint = result.path
             self.save_error = ""
+            if result.best:
+                monitor, mode, value = result.best
+                self._emit(BestCheckpoint(monitor=monitor, mode=mode, value=value,
+                                          epoch=result.epoch, path=result.path))
+                self._log(f"best {monitor} so far: {value:.4g} at epoch {result.epoch} "
+                          f"({mode}), saved as {result.path}")
+                continue
+            self.last_checkpoint = result.path
             self._emit(CheckpointSaved(path=result.path, epoch=result.epoch,
                                        step=result.global_step,
                                        blocked_seconds=result.blocked_seconds))

@@ -192,8 +192,8 @@ class EpochEnded(Event):
     eval_seconds: float = 0.0
     samples_per_second: float = 0.0
     data_wait_fraction: float = 0.0
-    train_loss: float = 0.0
-    test_loss: float = 0.0
+    train_loss: float | None = 0.0  # None: not known (a supervised program's epoch)
+    test_loss: float | None = 0.0  # None: not evaluated this epoch, or the task reports no loss
     test_accuracy: float | None = None
     lr: float = 0.0
     peak_gpu_memory_mb: float | None = None
@@ -201,6 +201,13 @@ class EpochEnded(Event):
     num_workers: int = 0
     settings_changed: bool = False  # batch size or workers changed during this epoch
     global_step: int = 0
+    # The task's own figures (its step's extra outputs, its evaluate()), in the task's order:
+    # (name, value) pairs, so the event stays immutable and JSON-shaped.
+    metrics: tuple[tuple[str, float], ...] = ()
+    compile_seconds: float = 0.0  # torch.compile's first-step cost, apart from train_seconds
+
+    def __post_init__(self) -> None:  # pairs arrive as lists from JSON: keep them immutable
+        object.__setattr__(self, "metrics", tuple((str(k), v) for k, v in self.metrics))
 
 
 @dataclass(frozen=True)
@@ -260,3 +267,93 @@ class Failed(Event):
     kind: ClassVar[str] = "error"
     message: str = ""
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class BestCheckpoint(Event):
+    """`--monitor NAME` improved: ckpt-best.pt now holds this epoch's weights."""
+
+    kind: ClassVar[str] = "best"
+    monitor: str = ""
+    mode: str = "max"
+    value: float = 0.0
+    epoch: int = 0
+    path: str = ""
+
+
+# ---------------------------------------------------------------- a supervised program
+# `ctui run -- CMD`: a program ctui did not write runs in a pseudo-terminal its host owns. The
+# same socket, history and clients as a training run; these are the kinds only such runs send.
+
+
+@dataclass(frozen=True)
+class TypeInput(Command):
+    """Keystrokes for the program's terminal, as text (escape sequences included)."""
+
+    kind: ClassVar[str] = "input"
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class ResizeTerminal(Command):
+    kind: ClassVar[str] = "resize"
+    columns: int = 80
+    rows: int = 24
+
+
+@dataclass(frozen=True)
+class ProgramStarted(Event):
+    kind: ClassVar[str] = "program_started"
+    argv: tuple[str, ...] = ()
+    cwd: str = ""
+    pid: int = 0
+    attempt: int = 1  # 1 for the first start, one more per restart
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", tuple(str(arg) for arg in self.argv))
+
+
+@dataclass(frozen=True)
+class ProgramOutput(Event):
+    """A chunk of the program's terminal output as text (escape sequences kept)."""
+
+    kind: ClassVar[str] = "output"
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class ProgramExited(Event):
+    kind: ClassVar[str] = "program_exited"
+    attempt: int = 1
+    exit_code: int | None = None  # None when a signal ended it
+    signal: str = ""  # "SIGKILL", ...
+    restarting: bool = False
+    message: str = ""  # one line for people
+
+
+@dataclass(frozen=True)
+class ProcessTree(Event):
+    """The program's processes now: (pid, name, cpu_percent, rss_mb, gpu_memory_mb or None)."""
+
+    kind: ClassVar[str] = "processes"
+    rows: tuple[tuple[int, str, float, float, float | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(tuple(row) for row in self.rows))
+
+
+@dataclass(frozen=True)
+class LoaderPass(Event):
+    """One pass over one of the program's DataLoaders, as the observer timed it."""
+
+    kind: ClassVar[str] = "loader_pass"
+    loader: str = ""  # where it was made, e.g. "train.py:57 (LevirCD)"
+    pass_index: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    samples: int = 0
+    samples_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    batch_size: int = 0
+    num_workers: int = 0
+    complete: bool = True

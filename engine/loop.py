@@ -15,16 +15,25 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .batches import (
+    default_batch_size,
+    input_and_target,
+    metric_value,
+    split_step_output,
+    to_device,
+)
 from .config import RunConfig
 from .device import Placement
+from .errors import TaskError
 from .events import EpochEnded, Event, StepLogged
 from .sampling import ResumableSampler
 from .tasks import Task
@@ -63,7 +72,9 @@ class EpochMeter:
     steps: int = 0
     loss_sum: float = 0.0
     settings_changed: bool = False
-    train_seconds: float = 0.0  # wall time, less time spent paused
+    train_seconds: float = 0.0  # wall time, less time spent paused and compiling
+    compile_seconds: float = 0.0  # torch.compile's first step, kept out of train_seconds
+    figures: dict = field(default_factory=dict)  # Task.step's other figures: name -> sum*count
 
 
 def seed_everything(seed: int) -> None:
@@ -95,11 +106,17 @@ class Trainer:
         self.progress = Progress()
 
         self.model = task.model.to(self.device)
+        # What runs the batches: the model itself, or its compiled form (which shares its
+        # parameters; checkpoints keep saving self.model, so they load without torch.compile).
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self._compiling = config.compile  # until the first step has run (and compiled)
         self.loss_fn = task.loss or F.cross_entropy
+        self.samples_in = task.batch_size_of or default_batch_size
         params = self.model.parameters()
         self.optimizer = (task.optimizer(params) if task.optimizer
-                          else torch.optim.Adadelta(params, lr=config.lr))
-        self.scheduler = _scheduler(task, self.optimizer, config.gamma)
+                          else _optimizer(config, params))
+        self.scheduler = _scheduler(task, self.optimizer, config)
+        self.evaluated = False  # whether the last finished epoch ran the evaluation
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=placement.needs_grad_scaler)
         self.sampler = ResumableSampler(len(task.train_dataset), config.seed)
@@ -119,7 +136,12 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.sampler.samples_per_epoch / self.batch_size)
+        """Optimizer steps per epoch: one per --accumulate batches."""
+        return math.ceil(self.sampler.samples_per_epoch / self.samples_per_step)
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.batch_size * self.config.accumulate
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         workers = self.num_workers
@@ -127,6 +149,7 @@ class Trainer:
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
             num_workers=workers, pin_memory=self.placement.is_cuda,
             persistent_workers=workers > 0, generator=self.loader_generator,
+            collate_fn=self.task.collate_fn,
         )
 
     def train_loader(self) -> DataLoader:
@@ -196,8 +219,8 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.placement.amp_dtype)
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.device, non_blocking=self.placement.is_cuda)
+    def _to_device(self, batch: Any) -> Any:
+        return to_device(batch, self.device, non_blocking=self.placement.is_cuda)
 
     def epoch_so_far(self) -> dict | None:
         """The current epoch's figures up to now, for a checkpoint taken inside it, so the
@@ -206,9 +229,12 @@ class Trainer:
         if meter is None:
             return None
         figures = dataclasses.asdict(meter)
-        figures["train_seconds"] = time.perf_counter() - self._epoch_clock
+        figures["train_seconds"] = time.perf_counter() - self._epoch_clock - \
+            meter.compile_seconds
         if self._interval is not None:  # steps since the last log: not yet in loss_sum
             figures["loss_sum"] += self._interval.peek_total()
+            for name, total in self._interval.peek_figures().items():
+                figures["figures"][name] = figures["figures"].get(name, 0.0) + total
         return figures
 
     def carry_epoch(self, figures: dict | None) -> None:
@@ -221,6 +247,8 @@ class Trainer:
             if type(value) is type(default) or (type(default) is float
                                                 and type(value) is int):
                 setattr(carried, field_.name, value)
+        carried.figures = {name: float(value) for name, value in carried.figures.items()
+                           if isinstance(name, str) and type(value) in (int, float)}
         self._carried = carried
 
     def _train_epoch(self) -> None:
@@ -233,61 +261,87 @@ class Trainer:
         gpu_timer = self._gpu_timer
         interval = self._interval = _Interval()
         paused_seconds = 0.0
-        epoch_start = time.perf_counter() - meter.train_seconds
+        epoch_start = time.perf_counter() - meter.train_seconds - meter.compile_seconds
         self._epoch_clock = epoch_start
-        while progress.position < self.sampler.samples_per_epoch:
+        samples_per_epoch = self.sampler.samples_per_epoch
+        while progress.position < samples_per_epoch:
             self._loader_stale = False
             self.sampler.set_epoch(progress.epoch, progress.position)
             batches = iter(self.train_loader())
+            # One optimizer step is --accumulate batches, weighted by their share of its
+            # samples, so it takes the step one batch that many times larger would. Commands
+            # and checkpoints wait for its end: a checkpoint never holds half a gradient.
+            step = _Step(progress.position, min(self.samples_per_step,
+                                                samples_per_epoch - progress.position))
             while not self._loader_stale:
                 fetch_start = time.perf_counter()
                 try:
-                    data, target = next(batches)
+                    batch = next(batches)
                 except StopIteration:
                     break
                 step_start = time.perf_counter()
                 meter.data_seconds += step_start - fetch_start
                 interval.data_seconds += step_start - fetch_start
-                if gpu_timer is not None:
+                count = min(self.batch_size, samples_per_epoch - step.start - step.done)
+                compiling = self._compiling
+                if gpu_timer is not None and not compiling:
                     gpu_timer.start()
                 try:
-                    loss = self.train_step(data, target)
+                    loss, figures = self._micro_step(batch, count, step)
+                    if step.done + count >= step.samples:
+                        self._optimizer_step()
                 except torch.OutOfMemoryError:
-                    del data, target
+                    del batch
                     if gpu_timer is not None:
                         gpu_timer.cancel()
                     self._recover_from_oom()  # the same samples come again, in smaller batches
                     break
                 self._good_batch_size = self.batch_size
-                if gpu_timer is not None:
+                if compiling:  # the first step compiles: its time is the compile's, not a step's
+                    if self.placement.is_cuda:
+                        torch.cuda.synchronize(self.device)
+                    meter.compile_seconds += time.perf_counter() - step_start
+                    self._compiling = False
+                elif gpu_timer is not None:
                     gpu_timer.stop()
                 else:
                     spent = time.perf_counter() - step_start
                     meter.compute_seconds += spent
                     interval.compute_seconds += spent
-                count = len(target)
-                progress.position += count
+                step.add(loss.detach(), figures, self.samples_in(batch), count)
+                if step.done < step.samples:
+                    continue
+                progress.position += step.done
                 progress.global_step += 1
-                meter.samples += count
+                meter.samples += step.done
                 meter.steps += 1
-                interval.add(loss.detach(), count)
+                step.into(interval)
+                step = _Step(progress.position, min(self.samples_per_step,
+                                                    samples_per_epoch - progress.position))
                 if meter.steps % self.config.log_interval == 0 or \
-                        progress.position >= self.sampler.samples_per_epoch:
+                        progress.position >= samples_per_epoch:
                     # Reading GPU timings and the loss synchronises: only at the log interval.
                     gpu = gpu_timer.collect() if gpu_timer is not None else 0.0
                     meter.compute_seconds += gpu
                     interval.compute_seconds += gpu
-                    meter.loss_sum += interval.loss_total()
+                    self._fold(meter, interval)
                     self._log_step(meter, interval)
                     interval = self._interval = _Interval()
-                paused = self.boundary()
+                paused = self.boundary()  # a new batch size here restarts the loader
                 paused_seconds += paused
                 self._epoch_clock += paused
         if gpu_timer is not None:
             torch.cuda.synchronize(self.device)
             meter.compute_seconds += gpu_timer.collect()
+        self._fold(meter, interval)
+        meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds - \
+            meter.compile_seconds
+
+    @staticmethod
+    def _fold(meter: EpochMeter, interval: _Interval) -> None:
         meter.loss_sum += interval.loss_total()
-        meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds
+        for name, total in interval.figure_totals().items():
+            meter.figures[name] = meter.figures.get(name, 0.0) + total
 
     def _recover_from_oom(self) -> None:
         """Free what the failed step held, go back to the last batch size that worked, and let
@@ -304,51 +358,76 @@ class Trainer:
         self.set_batch_size(self._good_batch_size)
         self.on_oom(failed, self.batch_size)
 
-    def train_step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on a batch from the loader (moved to the device here); the
-        loss stays on the device. Autotune's trials call it as training does."""
-        return self._step(self._to_device(data), self._to_device(target))
+    def train_step(self, batch: Any) -> torch.Tensor:
+        """One whole optimisation step on one batch from the loader (moved to the device here);
+        the loss stays on the device. Autotune's trials call it as training does."""
+        count = self.samples_in(batch)
+        loss, _ = self._micro_step(batch, count, _Step(0, count))
+        self._optimizer_step()
+        return loss
 
-    def _step(self, data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self._oom_above is not None and len(target) > self._oom_above:
+    def _micro_step(self, batch: Any, count: int, step: _Step
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Forward and backward of one batch into the step's gradient, weighted by its share
+        of the step's samples. Returns the batch's (unweighted) loss and other figures."""
+        if self._oom_above is not None and count > self._oom_above:
             raise torch.OutOfMemoryError("injected by CTUI_TEST_OOM_ABOVE_BATCH")
-        self.optimizer.zero_grad(set_to_none=True)
+        if step.done == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        batch = self._to_device(batch)
         with self._autocast():
-            output = self.model(data)
-            loss = self.loss_fn(output, target)
-        self.scaler.scale(loss).backward()
+            if self.task.step is not None:
+                loss, figures = split_step_output(self.task.step(self.forward_model, batch))
+            else:
+                data, target = input_and_target(batch)
+                loss, figures = _scalar_loss(self.loss_fn(self.forward_model(data), target)), {}
+        share = count / step.samples
+        self.scaler.scale(loss if share == 1.0 else loss * share).backward()
+        return loss, figures
+
+    def _optimizer_step(self) -> None:
+        if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss
 
     def _log_step(self, meter: EpochMeter, interval: _Interval) -> None:
         spent = interval.data_seconds + interval.compute_seconds
         self.emit(StepLogged(
             epoch=self.progress.epoch, step=meter.steps,
             steps_in_epoch=meter.steps + math.ceil(
-                (self.sampler.samples_per_epoch - self.progress.position) / self.batch_size),
+                (self.sampler.samples_per_epoch - self.progress.position)
+                / self.samples_per_step),
             global_step=self.progress.global_step, samples_seen=self.progress.position,
             loss=interval.loss_mean(), samples_per_second=interval.samples / spent if spent else 0,
             data_wait_fraction=interval.data_seconds / spent if spent else 0.0, lr=self.lr,
         ))
 
     def _finish_epoch(self) -> None:
-        meter = self._meter
+        meter, epoch = self._meter, self.progress.epoch
         eval_start = time.perf_counter()
-        test_loss, test_accuracy = self.evaluate()
+        self.evaluated = epoch % self.config.val_every == 0 or epoch == self.config.epochs
+        test_loss, test_accuracy, results = self.evaluate() if self.evaluated else \
+            (None, None, {})
         eval_seconds = time.perf_counter() - eval_start
         step_seconds = meter.data_seconds + meter.compute_seconds
+        samples = meter.samples
+        figures = {f"train_{name}": total / samples if samples else 0.0
+                   for name, total in meter.figures.items()}
+        figures.update(results)
         event = EpochEnded(
-            epoch=self.progress.epoch, epochs=self.config.epochs,
+            epoch=epoch, epochs=self.config.epochs,
             train_seconds=meter.train_seconds, eval_seconds=eval_seconds,
-            samples_per_second=meter.samples / meter.train_seconds if meter.train_seconds else 0.0,
+            samples_per_second=samples / meter.train_seconds if meter.train_seconds else 0.0,
             data_wait_fraction=meter.data_seconds / step_seconds if step_seconds else 0.0,
-            train_loss=meter.loss_sum / meter.samples if meter.samples else 0.0,
+            train_loss=meter.loss_sum / samples if samples else 0.0,
             test_loss=test_loss, test_accuracy=test_accuracy, lr=self.lr,
             peak_gpu_memory_mb=(torch.cuda.max_memory_allocated(self.device) / 2**20
                                 if self.placement.is_cuda else None),
             batch_size=self.batch_size, num_workers=self.num_workers,
             settings_changed=meter.settings_changed, global_step=self.progress.global_step,
+            metrics=tuple(figures.items()), compile_seconds=meter.compile_seconds,
         )
         self.scheduler.step()
         self.progress.history.append(event.to_dict())
@@ -359,36 +438,125 @@ class Trainer:
         self.after_epoch(event)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float | None]:
-        """Mean test loss and accuracy (None when outputs are not class scores)."""
+    def evaluate(self) -> tuple[float | None, float | None, dict[str, float]]:
+        """(test loss, accuracy, other figures) on the test set, in eval mode. Accuracy is
+        None when outputs are not class scores; the loss None when the task reports none."""
         self.model.eval()
+        try:
+            if self.task.evaluate is not None:
+                with self._autocast():
+                    results = self.task.evaluate(self.forward_model,
+                                                 self._on_device(self.test_loader()))
+                return _evaluate_results(results)
+            if self.task.step is not None:
+                return self._evaluate_steps()
+            return self._evaluate_pairs()
+        finally:
+            self.model.train()
+
+    def _on_device(self, batches: Iterable[Any]) -> Iterator[Any]:
+        for batch in batches:
+            yield self._to_device(batch)
+
+    def _evaluate_steps(self) -> tuple[float | None, None, dict[str, float]]:
+        """Without Task.evaluate: the mean of Task.step's outputs over the test set."""
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in self.test_loader():
+            samples = self.samples_in(batch)
+            with self._autocast():
+                loss, figures = split_step_output(self.task.step(self.forward_model,
+                                                                 self._to_device(batch)))
+            for name, value in (("loss", loss), *figures.items()):
+                totals[name] = totals.get(name, 0.0) + metric_value(value, name) * samples
+            count += samples
+        means = {name: total / max(count, 1) for name, total in totals.items()}
+        return means.pop("loss"), None, {f"test_{name}": value for name, value in means.items()}
+
+    def _evaluate_pairs(self) -> tuple[float, float | None, dict[str, float]]:
+        """(input, target) batches: mean loss, accuracy and each of Task.metrics."""
+        metric_fns = dict(self.task.metrics or {})
         loss_total = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        metric_totals = dict.fromkeys(metric_fns, 0.0)
         count, classifies = 0, True
-        for data, target in self.test_loader():
-            data, target = self._to_device(data), self._to_device(target)
+        for batch in self.test_loader():
+            data, target = input_and_target(self._to_device(batch))
             with self._autocast():
-                output = self.model(data)
-                loss = self.loss_fn(output, target)
-            loss_total += loss.double() * len(target)
-            classifies = classifies and output.dim() == 2 and not target.is_floating_point()
+                output = self.forward_model(data)
+                loss = _scalar_loss(self.loss_fn(output, target))
+            samples = self.samples_in(batch)
+            loss_total += loss.double() * samples
+            classifies = classifies and isinstance(output, torch.Tensor) and \
+                isinstance(target, torch.Tensor) and output.dim() == 2 and \
+                not target.is_floating_point()
             if classifies:
                 correct += (output.argmax(dim=1) == target).sum()
-            count += len(target)
-        self.model.train()
+            for name, fn in metric_fns.items():
+                value = metric_value(fn(output, target), f"Task.metrics[{name!r}]")
+                metric_totals[name] += value * samples
+            count += samples
         accuracy = correct.item() / count if classifies and count else None
-        return loss_total.item() / max(count, 1), accuracy
+        metrics = {name: total / max(count, 1) for name, total in metric_totals.items()}
+        return loss_total.item() / max(count, 1), accuracy, metrics
 
 
-def _scheduler(task: Task, optimizer: torch.optim.Optimizer, gamma: float):
-    """The task's own; else StepLR(gamma) for ctui's default optimizer. A task that brings its
-    own optimizer but no scheduler keeps its learning rate: decaying a rate ctui did not choose
+def _scalar_loss(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shown = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else \
+            f"a {type(loss).__name__}"
+        raise TaskError(f"Task.loss returned {shown}: return the batch's mean loss, one number "
+                        "in a tensor")
+    return loss.reshape(())
+
+
+def _evaluate_results(results: Any) -> tuple[float | None, float | None, dict[str, float]]:
+    if not isinstance(results, Mapping):
+        raise TaskError(f"Task.evaluate returned a {type(results).__name__}: return a dict of "
+                        "name -> number, e.g. {'loss': 0.3, 'f1': 0.8}")
+    figures = {str(name): metric_value(value, f"Task.evaluate's {name!r}")
+               for name, value in results.items()}
+    return figures.pop("loss", None), figures.pop("accuracy", None), figures
+
+
+def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    return torch.optim.Adadelta(params, lr=config.lr)
+
+
+def _scheduler(task: Task, optimizer: torch.optim.Optimizer, config: RunConfig):
+    """The task's own; else --scheduler for ctui's own optimizer. A task that brings its own
+    optimizer but no scheduler keeps its learning rate: decaying a rate ctui did not choose
     by --gamma every epoch would be a silent surprise."""
     if task.scheduler:
         return task.scheduler(optimizer)
-    if task.optimizer:
+    if task.optimizer or config.scheduler == "none":
         return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.gamma)
+
+
+class _Step:
+    """One optimizer step in the making: its batches' losses and figures wait here until the
+    step is whole, so an out-of-memory retry of the step counts none of them twice."""
+
+    def __init__(self, start: int, samples: int) -> None:
+        self.start = start  # the epoch position of its first sample
+        self.samples = samples  # how many it takes: --accumulate batches, fewer at the end
+        self.done = 0
+        self._parts: list[tuple[torch.Tensor, dict, int]] = []
+
+    def add(self, loss: torch.Tensor, figures: dict, weight: int, count: int) -> None:
+        self._parts.append((loss, figures, weight))
+        self.done += count
+
+    def into(self, interval: _Interval) -> None:
+        for loss, figures, weight in self._parts:
+            interval.add(loss, weight, figures)
 
 
 class _Interval:
@@ -402,11 +570,25 @@ class _Interval:
         self._losses: list[torch.Tensor] = []
         self._counts: list[int] = []
         self._total: float | None = None
+        self._figures: dict[str, list[tuple[torch.Tensor | float, int]]] = {}
 
-    def add(self, loss: torch.Tensor, count: int) -> None:
+    def add(self, loss: torch.Tensor, count: int, figures: dict | None = None) -> None:
         self._losses.append(loss)
         self._counts.append(count)
         self.samples += count
+        for name, value in (figures or {}).items():
+            self._figures.setdefault(name, []).append((value, count))
+
+    def figure_totals(self) -> dict[str, float]:
+        """Task.step's other figures, count-weighted sums; read once (it synchronises)."""
+        totals = self.peek_figures()
+        self._figures.clear()
+        return totals
+
+    def peek_figures(self) -> dict[str, float]:
+        return {name: math.fsum(metric_value(value, f"Task.step's {name!r}") * count
+                                for value, count in values)
+                for name, values in self._figures.items()}
 
     def loss_total(self) -> float:
         """The count-weighted sum of the losses: one device sync, then cached."""

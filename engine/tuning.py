@@ -111,7 +111,8 @@ def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int,
     at least two) when the deadline comes first, so slow trials cannot overrun the budget."""
     loader = DataLoader(trainer.task.train_dataset, batch_size=batch_size,
                         sampler=_Cycle(indices), num_workers=workers,
-                        pin_memory=trainer.placement.is_cuda)
+                        pin_memory=trainer.placement.is_cuda,
+                        collate_fn=trainer.task.collate_fn)
     batches = iter(loader)
     try:
         trainer.model.train()
@@ -122,10 +123,10 @@ def _trial(trainer: Trainer, indices: list[int], batch_size: int, workers: int,
                 samples = 0
             if step >= WARMUP_STEPS + 2 and time.monotonic() > deadline:
                 break
-            data, target = next(batches)
-            trainer.train_step(data, target)
+            batch = next(batches)
+            trainer.train_step(batch)
             if step >= WARMUP_STEPS:
-                samples += len(target)
+                samples += trainer.samples_in(batch)
         _sync(trainer)
         return samples / (time.perf_counter() - start)
     finally:

@@ -28,16 +28,29 @@ def plot_text(epochs: list[EpochEnded], width: int, height: int, color: bool = T
     timing.draw(timing.signal(xs, [e.train_seconds + e.eval_seconds for e in epochs],
                               marker="braille").lines())
     quality = figure.subplot(1, 2)
-    quality.title("test loss · acc %")
-    quality.draw(quality.signal(xs, [e.test_loss for e in epochs], marker="braille").lines())
-    accuracy = [(e.epoch, e.test_accuracy * 100) for e in epochs if e.test_accuracy is not None]
-    if accuracy:
-        quality.draw(quality.signal([a for a, _ in accuracy], [b for _, b in accuracy],
+    name, judged = judged_by(epochs)
+    quality.title(f"test loss · {name}")
+    losses = [(e.epoch, e.test_loss) for e in epochs if e.test_loss is not None]
+    if losses:
+        quality.draw(quality.signal([a for a, _ in losses], [b for _, b in losses],
+                                    marker="braille").lines())
+    if judged:
+        quality.draw(quality.signal([a for a, _ in judged], [b for _, b in judged],
                                     marker="braille", yside="right").lines())
     for plot in (timing, quality):
         plot.ruler("x").ticks(xs if len(xs) <= 8 else None)
     rendered = BACKGROUND.sub("", str(figure.build()))
     return Text.from_ansi(rendered) if color else Text(re.sub(r"\x1b\[[0-9;]*m", "", rendered))
+
+
+def judged_by(epochs: list[EpochEnded]) -> tuple[str, list[tuple[int, float]]]:
+    """The right axis: accuracy in percent, else the task's first own test figure (f1...)."""
+    accuracy = [(e.epoch, e.test_accuracy * 100) for e in epochs if e.test_accuracy is not None]
+    if accuracy or not any(e.metrics for e in epochs):
+        return "acc %", accuracy
+    names = [name for name, _ in next(e for e in epochs if e.metrics).metrics]
+    name = next((n for n in names if not n.startswith("train_")), names[0])
+    return name, [(e.epoch, dict(e.metrics)[name]) for e in epochs if name in dict(e.metrics)]
 
 
 class EpochPlot(Static):
@@ -63,5 +76,7 @@ class EpochPlot(Static):
             self.update(Text("The plot appears after two epochs.", style="dim"))
             return
         plot = plot_text(epochs, width, height - 2, color=not self.app.no_color)
-        legend = Text.from_markup("[blue]━[/] seconds  [blue]━[/] test loss  [green]━[/] acc %")
+        name, _ = judged_by(epochs)
+        legend = Text.from_markup("[blue]━[/] seconds  [blue]━[/] test loss  [green]━[/] ")
+        legend.append(name)
         self.update(Group(plot, legend))

@@ -90,6 +90,31 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fake-classes", type=_setting("fake_classes"), default=S, metavar="N",
                    help=f"fake task: number of classes (default: {d.fake_classes})")
 
+    g = parser.add_argument_group("optimisation (a task's own optimizer or scheduler wins)")
+    g.add_argument("--optimizer", type=_setting("optimizer", str), default=S,
+                   metavar="NAME", help="adadelta (as mnist/main.py), sgd (momentum 0.9) or "
+                   f"adamw (weight decay 0.01), at --lr (default: {d.optimizer})")
+    g.add_argument("--scheduler", type=_setting("scheduler", str), default=S, metavar="NAME",
+                   help="step (lr times --gamma every epoch), cosine (down to 0 at the last "
+                   f"epoch) or none (default: {d.scheduler})")
+    g.add_argument("--accumulate", type=_setting("accumulate"), default=S, metavar="N",
+                   help="gradient accumulation: one optimizer step per N batches, as one "
+                   "batch N times larger would take (default: 1)")
+    g.add_argument("--clip-grad-norm", type=_setting("clip_grad_norm", float), default=S,
+                   metavar="X", help="clip the gradients' total norm to X before each "
+                   "optimizer step (default: off)")
+    g.add_argument("--compile", action="store_true", default=S,
+                   help="torch.compile the model; the first steps' compile time is shown apart "
+                   "from the epoch's train time")
+    g.add_argument("--val-every", type=_setting("val_every"), default=S, metavar="N",
+                   help="evaluate every N epochs, and after the last (default: 1)")
+    g.add_argument("--monitor", type=_setting("monitor", str), default=S, metavar="NAME",
+                   help="keep checkpoints/ckpt-best.pt for the best epoch by this figure "
+                   "(test_loss, test_accuracy, train_loss or one of your task's own)")
+    g.add_argument("--mode", type=_setting("mode", str), default=S, metavar="max|min",
+                   help="whether a larger or a smaller --monitor value is better (default: min "
+                   "for a name ending in loss, else max)")
+
     g = parser.add_argument_group("device")
     g.add_argument("--device", default=S, metavar="DEV",
                    help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps "

@@ -28,11 +28,16 @@ def epoch_line(event: EpochEnded) -> str:
         f"eval {event.eval_seconds:.2f}s",
         f"{event.samples_per_second:,.0f} samples/s",
         f"data wait {event.data_wait_fraction:.0%}",
-        f"train loss {event.train_loss:.4f}",
-        f"test loss {event.test_loss:.4f}",
     ]
+    if event.compile_seconds:
+        parts.insert(2, f"compile {event.compile_seconds:.2f}s")
+    if event.train_loss is not None:
+        parts.append(f"train loss {event.train_loss:.4f}")
+    if event.test_loss is not None:
+        parts.append(f"test loss {event.test_loss:.4f}")
     if event.test_accuracy is not None:
         parts.append(f"acc {event.test_accuracy:.2%}")
+    parts.extend(f"{name} {value:.4g}" for name, value in event.metrics)
     parts.append(f"lr {event.lr:.4g}")
     if event.peak_gpu_memory_mb is not None:
         parts.append(f"peak GPU {event.peak_gpu_memory_mb:,.0f} MiB")

@@ -14,7 +14,8 @@ STEP_PREFIX = "train/"
 
 
 def epoch_scalars(event: EpochEnded) -> dict[str, float]:
-    """The per-epoch figures; test_acc in percent, as pytorch/examples prints it."""
+    """The per-epoch figures; test_acc in percent, as pytorch/examples prints it; the task's
+    own figures (f1, iou, train_acc_i2t...) under their own names."""
     scalars = {
         "test_loss": event.test_loss,
         "time_taken": event.train_seconds,
@@ -30,7 +31,12 @@ def epoch_scalars(event: EpochEnded) -> dict[str, float]:
         scalars["test_acc"] = 100.0 * event.test_accuracy
     if event.peak_gpu_memory_mb is not None:
         scalars["peak_gpu_memory_mb"] = event.peak_gpu_memory_mb
-    return scalars
+    if event.compile_seconds:
+        scalars["compile_seconds"] = event.compile_seconds
+    for name, value in event.metrics:
+        scalars.setdefault(name, value)  # a task's "lr" does not hide ctui's
+    # None: not known this epoch (not evaluated, a supervised program's epoch)
+    return {name: value for name, value in scalars.items() if value is not None}
 
 
 def step_scalars(event: StepLogged) -> dict[str, float]:

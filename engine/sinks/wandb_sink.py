@@ -50,14 +50,19 @@ class WandbSink:
             reached = max(reached, _read_mark(self._mark, run.id))
         self._next_step = max(reached + 1, int(run.step or 0))
         self._exit_code = 0
+        self._epoch_axes = set(EPOCH_METRICS)  # figures define_metric has put against epoch
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepLogged):
             self._log({**step_scalars(event), "global_step": event.global_step},
                       event.global_step)
         elif isinstance(event, EpochEnded):
-            self._log({"epoch": event.epoch, "global_step": event.global_step,
-                       **epoch_scalars(event)}, event.global_step)
+            scalars = epoch_scalars(event)
+            for name in scalars.keys() - self._epoch_axes:  # the task's own: against epoch too
+                self.run.define_metric(name, step_metric="epoch")
+                self._epoch_axes.add(name)
+            self._log({"epoch": event.epoch, "global_step": event.global_step, **scalars},
+                      event.global_step)
         elif isinstance(event, StateChanged) and event.state in State.ENDED:
             self._exit_code = 1 if event.state == State.FAILED else 0
 

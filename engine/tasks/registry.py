@@ -113,3 +113,19 @@ def _check(task: object, spec: str) -> None:
                             "(with __getitem__ and __len__)")
         if len(dataset) == 0:
             raise TaskError(f"--task {spec}: Task.{name} is empty")
+    for name in ("loss", "optimizer", "scheduler", "step", "evaluate", "batch_size_of",
+                 "collate_fn"):
+        value = getattr(task, name)
+        if value is not None and not callable(value):
+            raise TaskError(f"--task {spec}: Task.{name} must be a function, not a "
+                            f"{type(value).__name__}")
+    metrics = task.metrics
+    if metrics is not None:
+        if not hasattr(metrics, "items") or not all(
+                isinstance(key, str) and callable(fn) for key, fn in metrics.items()):
+            raise TaskError(f"--task {spec}: Task.metrics must be a dict of name -> "
+                            "function(output, target)")
+        if task.step is not None:
+            raise TaskError(f"--task {spec}: Task.metrics judge model(input) against target, "
+                            "which a task with its own step does not have: compute them in "
+                            "Task.evaluate (or return them from step)")
