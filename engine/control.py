@@ -65,7 +65,7 @@ from .gpu_utilisation import GpuUtilisation
 from .live_settings import LiveSetting, setting_of
 from .loop import StopTraining, Trainer, seed_everything
 from .run_folder import checkpoints_folder, claim_run_folder, release_lock
-from .runs import CONFIG_FILE, write_config
+from .runs import CONFIG_FILE, write_best, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
 
@@ -520,6 +520,7 @@ class Engine:
                                           epoch=result.epoch, path=result.path))
                 self._log(f"best {monitor} so far: {value:.4g} at epoch {result.epoch} "
                           f"({mode}), saved as {result.path}")
+                write_best(self.run_dir, monitor, mode, value, result.epoch)
                 continue
             self.last_checkpoint = result.path
             self._emit(CheckpointSaved(path=result.path, epoch=result.epoch,

@@ -18,6 +18,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 HOST_FILE = "host.json"  # the process that owns (or last owned) the folder: pid, start time
 END_FILE = "end.json"  # how that process's run ended: finished, stopped or failed
+BEST_FILE = "best.json"  # --monitor: the best epoch's figure, for `ctui ls` without torch
 
 
 def new_run_name(config: RunConfig) -> str:
@@ -82,3 +83,24 @@ def list_checkpoints(folder: Path) -> list[Path]:
     found = [((int(match.group(2)), int(match.group(1))), folder / entry)
              for entry in entries if (match := CHECKPOINT_NAME.match(entry))]
     return [path for _, path in sorted(found)]
+
+
+def write_best(run_dir: Path, monitor: str, mode: str, value: float, epoch: int) -> None:
+    data = {"monitor": monitor, "mode": mode, "value": value, "epoch": epoch}
+    write_atomically(run_dir / BEST_FILE, (json.dumps(data) + "\n").encode())
+
+
+def read_best(run_dir: str | os.PathLike[str]) -> tuple[str, float, int] | None:
+    """(monitor, value, epoch) from best.json, type-checked; None when absent or not ours."""
+    try:
+        data = json.loads(read_bounded(Path(run_dir) / BEST_FILE))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    monitor, value, epoch = data.get("monitor"), data.get("value"), data.get("epoch")
+    if not isinstance(monitor, str) or len(monitor) > 64 or isinstance(value, bool) or \
+            not isinstance(value, (int, float)) or isinstance(epoch, bool) or \
+            not isinstance(epoch, int) or not 0 < epoch < 2**31:
+        return None
+    return monitor, float(value), epoch

@@ -22,6 +22,7 @@ from ctui.engine import Engine, RunConfig, State
 from ctui.engine.best import BEST_CHECKPOINT
 from ctui.engine.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint
 from ctui.engine.events import BestCheckpoint, EpochEnded, Failed
+from ctui.engine.runs import read_best
 
 from helpers import REPO, run_ctui
 
@@ -220,6 +221,7 @@ def test_best_checkpoint_follows_the_monitored_figure_and_mode(tmp_path):
         assert bests[-1].epoch == expected and bests[-1].mode == mode
         state = load_checkpoint(checkpoint_dir(engine.run_dir) / BEST_CHECKPOINT)
         assert state["history"][-1]["epoch"] == expected
+        assert read_best(engine.run_dir) == ("train_loss", bests[-1].value, expected)
         # the best is kept beside the last K, never pruned by them
         assert len(list_checkpoints(checkpoint_dir(engine.run_dir))) == 1
 

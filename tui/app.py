@@ -2,7 +2,7 @@
 
 Threads never touch widgets: the event reader and the telemetry sampler post messages; handlers
 fold them into the RunModel and mark it dirty; a timer redraws a few times a second at most,
-whatever the step rate.
+whatever the step rate (or however fast a program run prints).
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ from .log_pane import LogPane
 from .messages import ConnectionEnded, RunEvent, TelemetrySampled
 from .model import RunModel
 from .picker_screen import PickerScreen
+from .process_panel import ProcessPanel
+from .program_run import ProgramRunMixin
 from .reader import EventReader
+from .terminal_view import TerminalView
 from .training_panel import TrainingPanel
 from .tune_screen import TuneScreen
 
@@ -68,15 +71,16 @@ TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start
 class Launch:
     """What `ctui` was asked to do when the panel opens."""
 
-    mode: str = "auto"  # auto: attach, offer a resume, or start | attach | pick | start
+    mode: str = "auto"  # auto: attach, offer a resume, or start | attach | pick | start | run
     runs_dir: Path = field(default_factory=lambda: Path(default_runs_dir()))
     run: RunInfo | None = None  # attach: the run, already found
     config: RunConfig | None = None  # start: the settings, or
     build_config: Callable[[], tuple[RunConfig, str | None]] | None = None  # ...(may load torch)
     resume: str | None = None  # start: "latest" or a checkpoint file
+    start_program: Callable[[], RunInfo] | None = None  # run: starts `ctui run`'s host
 
 
-class CtuiApp(App[None]):
+class CtuiApp(ProgramRunMixin, App[None]):
     CSS_PATH = "ctui.tcss"
     TITLE = "ctui"
     BINDINGS = bindings()
@@ -103,16 +107,20 @@ class CtuiApp(App[None]):
         self._generation = 0
         self._dirty = True
         self._opening = False  # a start or attach is under way
+        self._init_program_run()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
-            yield TrainingPanel(self.clock, id="training")
+            with Vertical(id="left"):
+                yield TrainingPanel(self.clock, id="training")
+                yield ProcessPanel(id="processes")  # a program run's
             with Vertical(id="gauges"):
                 yield GpuPanel(id="gpu")
                 yield HostPanel(id="host")
         with Horizontal(id="middle"):
             yield EpochTable(id="epochs")
             yield EpochPlot(id="plot")
+            yield TerminalView(id="terminal")  # a program run's
         yield LogPane(id="log")
         yield KeysBar(id="keys")
 
@@ -142,7 +150,11 @@ class CtuiApp(App[None]):
         except NoMatches:
             return  # the screen is being built or torn down (quitting): nothing to draw into
         self._dirty = False
+        self._draw_program(self.query_one(TerminalView))
         training.show(model)
+        if model.program_run:
+            self.query_one(ProcessPanel).show(model)
+        self.query_one(KeysBar).show_mode(self.keys_mode())
         self.query_one(GpuPanel).show(model)
         self.query_one(HostPanel).show(model)
         self.query_one(EpochTable).show_epochs(model.epochs)
@@ -156,10 +168,11 @@ class CtuiApp(App[None]):
     def on_resize(self) -> None:
         self._dirty = True
 
-    def say(self, message: str, level: str = "info") -> None:
-        """Tell the user: a toast now and a line in the log pane."""
-        self.notify(message, severity=SEVERITY[level], markup=False,
-                    timeout=6 if level != "info" else 3)
+    def say(self, message: str, level: str = "info", toast: bool = True) -> None:
+        """Tell the user: a toast now (unless not wanted) and a line in the log pane."""
+        if toast:
+            self.notify(message, severity=SEVERITY[level], markup=False,
+                        timeout=6 if level != "info" else 3)
         self.model.new_log.append(LogLine(level=level, message=message, time=self.clock()))
         self._dirty = True
 
@@ -180,7 +193,11 @@ class CtuiApp(App[None]):
             self._announce(event)
 
     def _announce(self, event: StateChanged) -> None:
-        if event.state == State.FINISHED:
+        if self.model.program_run:
+            if event.state in State.ENDED:
+                self.notify(f"The program's run has {event.state}. `ctui run --resume "
+                            f"{self.model.name}` runs it again; q quits.", markup=False)
+        elif event.state == State.FINISHED:
             self.notify("Training finished. s starts a new run, q quits.", markup=False)
         elif event.state == State.STOPPED:
             self.notify("Stopped with a checkpoint. r resumes it, q quits.", markup=False)
@@ -221,6 +238,9 @@ class CtuiApp(App[None]):
     async def _choose_run(self, launch: Launch) -> RunInfo | None:
         if launch.mode == "attach" and launch.run is not None:
             return launch.run
+        if launch.mode == "run" and launch.start_program is not None:
+            self.say("starting the program's run host…")
+            return await asyncio.to_thread(launch.start_program)
         if launch.mode == "start":
             config, resume = launch.config, launch.resume
             if config is None and launch.build_config is not None:
@@ -268,6 +288,7 @@ class CtuiApp(App[None]):
         self.current_run = run
         self.model = RunModel(name=run.name, run_dir=str(run.run_dir), connected=True,
                               telemetry=self.model.telemetry, gpu_history=self.model.gpu_history)
+        self._reset_program_run()
         self.telemetry.pid = run.pid
         if self.next_config is None or self.next_config.run_dir not in (None, str(run.run_dir)):
             try:
@@ -304,6 +325,8 @@ class CtuiApp(App[None]):
         return True
 
     def action_start_run(self) -> None:
+        if self._refuse_for_program("start"):
+            return
         model = self.model
         if model.live:
             if model.state == State.IDLE:
@@ -320,6 +343,8 @@ class CtuiApp(App[None]):
         self._restart(resume=None)
 
     def action_resume_run(self) -> None:
+        if self._refuse_for_program("resume"):
+            return
         model = self.model
         if model.live:
             self.say("the run is live: nothing to resume (p pauses and resumes it)", "warning")
@@ -365,20 +390,34 @@ class CtuiApp(App[None]):
             self.say("already stopping", "warning")
             return
         self.send(Stop("stopped from the panel"))
-        self.say("stopping: a checkpoint is saved first")
+        if self.model.program_run:
+            self.say("stopping the program: SIGINT, then SIGTERM and SIGKILL if it has not "
+                     "ended after a grace period")
+        else:
+            self.say("stopping: a checkpoint is saved first")
 
     def action_checkpoint(self) -> None:
-        if self._refuse_unless_live("checkpoint"):
+        if self._refuse_for_program("checkpoint") or self._refuse_unless_live("checkpoint"):
             return
         self.send(CheckpointNow())
         self.say("checkpoint requested: saved at the next step")
 
     def _live_settings(self, what: str):
+        """The batch size and workers in force (for a program: of its observed DataLoader,
+        from the host's Settings or else its latest pass), or None, saying why."""
         if self._refuse_unless_live(what):
             return None
-        if self.model.settings is None:
+        model = self.model
+        if model.program_run:
+            if model.settings is not None and model.settings.batch_size:
+                return model.settings
+            if model.loader is None:
+                self.say(f"{what}: no DataLoader of the program seen yet; it can be changed "
+                         "once its first pass has begun", "warning")
+            return model.loader
+        if model.settings is None:
             self.say(f"{what}: the run has not reported its settings yet", "warning")
-        return self.model.settings
+        return model.settings
 
     def _set_live(self, name: str, change) -> None:
         """A key's change of a live setting: checked against the one table of live settings,
@@ -418,6 +457,9 @@ class CtuiApp(App[None]):
         return config
 
     def action_edit_settings(self) -> None:
+        if self.model.program_run:
+            self._edit_program_loader()
+            return
         self.push_screen(EditScreen(self._current_config(), live=self.model.live),
                          self._apply_edits)
 
@@ -438,7 +480,7 @@ class CtuiApp(App[None]):
                      + ", ".join(f"{k}={v}" for k, v in later.items()))
 
     def action_autotune(self) -> None:
-        if self._refuse_unless_live("autotune"):
+        if self._refuse_for_program("autotune") or self._refuse_unless_live("autotune"):
             return
         if self.model.state != State.RUNNING:
             self.say(f"autotune needs a running run; it is {self.model.state}", "warning")
@@ -461,6 +503,9 @@ class CtuiApp(App[None]):
                  f"{report.best_num_workers} workers")
 
     def action_toggle_plot(self) -> None:
+        if self.model.program_run:
+            self._cycle_program_view()
+            return
         self.screen.toggle_class("show-plot")
         self._dirty = True
 
@@ -472,15 +517,23 @@ class CtuiApp(App[None]):
         if not (model.live and model.state in (State.RUNNING, State.PAUSED, State.IDLE)):
             self._leave("")
             return
+        what = "The program" if model.program_run else "Training"
         self.push_screen(ChoiceScreen(
-            "Quit", f"{model.name} is {model.state}. Training goes on without the panel "
+            "Quit", f"{model.name} is {model.state}. {what} goes on without the panel "
             "unless you stop it.",
-            [("detach", "d", "Detach"), ("stop", "s", "Stop and save"),
+            [("detach", "d", "Detach"),
+             ("stop", "s", "Stop it" if model.program_run else "Stop and save"),
              ("cancel", "c", "Cancel")]), self._quit_answer)
 
     def _quit_answer(self, answer: str | None) -> None:
         name, run_dir = self.model.name, self.model.run_dir
-        if answer == "detach":
+        if self.model.program_run and answer in ("detach", "stop"):
+            if answer == "stop":
+                self.send(Stop("stopped from the panel"))
+            self._leave(f"stopping {name}: its program gets SIGINT (then SIGTERM, SIGKILL)"
+                        if answer == "stop" else f"detached from {name}: its program keeps "
+                        f"running. Watch it again with `ctui attach {name}`")
+        elif answer == "detach":
             self._leave(f"detached from {name}: it keeps training. Watch it again with "
                         f"`ctui attach {name}`")
         elif answer == "stop":

@@ -88,17 +88,22 @@ class EditScreen(ModalScreen[dict | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "apply", "Apply")]
 
-    def __init__(self, config: RunConfig, live: bool) -> None:
+    def __init__(self, config: RunConfig, live: bool, names: list[str] | None = None,
+                 hint: str = "") -> None:
+        """`names`: only these settings (a program run: its DataLoader's); `hint`: the note
+        under them."""
         super().__init__()
         self.config = config
         self.live = live
+        self.names = names or editable_settings()
+        self.hint = hint
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="edit") as box:
             box.border_title = "Settings"
             box.border_subtitle = "enter applies · esc cancels"
             with VerticalScroll():
-                for name in editable_settings():
+                for name in self.names:
                     note = " (live)" if name in LIVE_SETTINGS and self.live else ""
                     with Horizontal(classes="setting"):
                         yield Label(name.replace("_", " ") + note)
@@ -107,12 +112,12 @@ class EditScreen(ModalScreen[dict | None]):
             hint = ("batch size and workers change at the next step; the rest apply to the "
                     "next run (s) or resume (r)") if self.live else \
                 "these apply to the next run (s) or resume (r)"
-            yield Static(hint, classes="note")
+            yield Static(self.hint or hint, classes="note")
             yield Static("", id="error")
 
     def action_apply(self) -> None:
         texts = {name: self.query_one(f"#set-{name}", Input).value
-                 for name in editable_settings()}
+                 for name in self.names}
         try:
             changes = validate(self.config, texts)
         except ConfigError as error:

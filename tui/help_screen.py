@@ -20,6 +20,8 @@ def keys_table() -> Table:
         table.add_row(action.label, action.help)
     table.add_row("ctrl+p", "Command palette: every action by name")
     table.add_row("tab", "Move between the panes; arrows scroll the epoch table and the log")
+    table.add_row("pgup/pgdn", "Scroll a program's terminal back and on (home: oldest, end: "
+                  "newest); the mouse wheel too")
     return table
 
 

@@ -1,7 +1,8 @@
 """The `ctui` command.
 
-`ctui`, `ctui attach [RUN]` and `ctui train [flags]` (without --headless or --detach) open the
-control panel; every other command goes to the engine's CLI unchanged. Neither path imports
+`ctui`, `ctui attach [RUN]`, `ctui train [flags]` (without --headless or --detach) and `ctui run
+[options] -- CMD` (without --detach, in a terminal) open the control panel; every other command
+goes to the engine's CLI unchanged. Neither path imports
 torch before it is needed, and the panel draws its first frame before anything does.
 """
 
@@ -22,6 +23,8 @@ def panel_command(argv: list[str]) -> str | None:
         return "attach"
     if argv[0] == "train" and not any(arg in PANEL_SWITCHES_OFF for arg in argv[1:]):
         return "start"
+    if argv[0] == "run":  # unless --detach: main() asks the CLI's own parser
+        return "run"
     return None
 
 
@@ -36,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         return engine_main(argv)
     from ctui.engine.cli.errors import EXIT_USAGE, fail
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    if mode == "run":
+        from ctui.engine.cli.main import main as engine_main
+        from ctui.engine.cli.run_cmd import parse_run_argv
+
+        namespace = parse_run_argv(argv[1:])  # usage errors and --help exit here
+        if namespace.detach or not terminal:  # no panel: the CLI follows the output instead
+            return engine_main(argv)
+        return open_panel(_run_launch(namespace))
+    if not terminal:
         fail("the control panel needs a terminal; in a script use `ctui train --headless` or "
              "`ctui train --detach`", EXIT_USAGE)
     launch = _launch(mode, argv[1:])
@@ -69,6 +81,37 @@ def _start_launch(args: list[str]):
     except ConfigError as error:
         fail(str(error), EXIT_USAGE)
     return Launch(mode="start", runs_dir=runs_dir, config=config)
+
+
+def _run_launch(namespace):
+    """`ctui run -- CMD`: its options checked now (exit 2 before the panel opens); the host
+    started once the panel has drawn its first frame."""
+    from ctui.engine.cli.run_cmd import build_spec
+
+    from .app import Launch
+
+    if namespace.resume is None:
+        build_spec(namespace)
+    runs_dir = Path(namespace.runs_dir or _default_runs_dir())
+    return Launch(mode="run", runs_dir=runs_dir, start_program=lambda: _start_program(namespace))
+
+
+def _start_program(namespace):
+    """Start the program's run host (in the panel's worker thread); its RunInfo."""
+    import contextlib
+    import io
+
+    from ctui.engine.cli.run_cmd import start_run
+    from ctui.engine.host.registry import run_info
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            run_dir = start_run(namespace)
+    except SystemExit:  # a usage error found late (options beside --resume, say): its words
+        raise RuntimeError(said.getvalue().strip().removeprefix("ctui: error: ")
+                           or "ctui run refused these options") from None
+    return run_info(run_dir)
 
 
 def _config(namespace) -> tuple:

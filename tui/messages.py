@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from ctui.engine.events import Event, StepLogged
+from ctui.engine.events import Event, ProcessTree, StepLogged
 from ctui.engine.telemetry import Snapshot
+
+LATEST_VALUE = (StepLogged, ProcessTree)  # a newer one makes a pending one worthless
 
 
 class RunEvent(Message):
@@ -22,9 +24,10 @@ class RunEvent(Message):
         self.generation = generation
 
     def can_replace(self, message: Message) -> bool:
-        # Only step figures are "latest value" events; every other event must arrive.
-        return (isinstance(message, RunEvent) and isinstance(self.event, StepLogged)
-                and isinstance(message.event, StepLogged)
+        # Only step figures and process lists are "latest value" events; every other event
+        # (program output included) must arrive.
+        return (isinstance(message, RunEvent) and isinstance(self.event, LATEST_VALUE)
+                and type(message.event) is type(self.event)
                 and message.generation == self.generation)
 
 

@@ -12,22 +12,38 @@ from dataclasses import dataclass, field
 from ctui.engine.events import (
     Advice,
     Answer,
+    BestCheckpoint,
     CheckpointSaved,
     EpochEnded,
     Event,
     Failed,
+    LoaderPass,
     LoggersInfo,
     LogLine,
+    ProcessTree,
+    ProgramExited,
+    ProgramOutput,
+    ProgramStarted,
+    ResizeTerminal,
     Settings,
     State,
     StateChanged,
     StepLogged,
     TuneReport,
+    TypeInput,
 )
 from ctui.engine.telemetry import Snapshot
 
 LIVE_STATES = frozenset({State.IDLE, State.RUNNING, State.PAUSED, State.STOPPING})
 HISTORY_LENGTH = 60  # telemetry samples kept per GPU for the sparkline
+# Program output waiting to be drawn, at most: a program printing faster than the panel can
+# emulate loses its oldest unseen output (the newest screen is what matters), and we say so.
+OUTPUT_WAITING = 256 * 1024
+# Commands whose accepted answers stay out of the log: one comes for every few keys typed and
+# every resize ("typed 3 bytes"); a refusal still shows.
+QUIET = frozenset({TypeInput.kind, ResizeTerminal.kind})
+PROGRAM_TASK = "program"  # a program run's Settings.task (batch size 0: no DataLoader seen)
+PROGRAM_EVENTS = (ProgramStarted, ProgramOutput, ProgramExited, ProcessTree, LoaderPass)
 
 
 @dataclass
@@ -41,6 +57,7 @@ class RunModel:
     step: StepLogged | None = None
     epochs: list[EpochEnded] = field(default_factory=list)
     last_checkpoint: CheckpointSaved | None = None
+    best: BestCheckpoint | None = None  # --monitor's best epoch so far
     advice: Advice | None = None
     loggers: LoggersInfo | None = None
     tune_report: TuneReport | None = None
@@ -48,6 +65,15 @@ class RunModel:
     new_log: list[LogLine] = field(default_factory=list)  # not yet shown in the log pane
     telemetry: Snapshot | None = None
     gpu_history: dict[int, deque] = field(default_factory=dict)
+    # A program run (`ctui run -- CMD`): the program in a terminal instead of built-in training.
+    program_run: bool = False
+    program: ProgramStarted | None = None  # its latest start
+    exits: list[ProgramExited] = field(default_factory=list)  # every attempt that ended
+    processes: ProcessTree | None = None
+    loader: LoaderPass | None = None  # the latest pass over one of its DataLoaders
+    new_output: list[str] = field(default_factory=list)  # not yet fed to the terminal view
+    output_waiting: int = 0  # characters in new_output
+    output_skipped: int = 0  # characters dropped since the last take_output
 
     @property
     def live(self) -> bool:
@@ -62,11 +88,14 @@ class RunModel:
         elif isinstance(event, Settings):
             self.settings = event
             self.run_dir = event.run_dir or self.run_dir
+            self.program_run = self.program_run or event.task == PROGRAM_TASK
         elif isinstance(event, EpochEnded):
             # A resumed run repeats epochs after its checkpoint: the latest figures win.
             self.epochs = [e for e in self.epochs if e.epoch < event.epoch] + [event]
         elif isinstance(event, CheckpointSaved):
             self.last_checkpoint = event
+        elif isinstance(event, BestCheckpoint):
+            self.best = event
         elif isinstance(event, Advice):
             self.advice = event
         elif isinstance(event, LoggersInfo):
@@ -76,11 +105,66 @@ class RunModel:
         elif isinstance(event, Failed):
             self.failure = event
             self.new_log.append(LogLine(level="error", message=event.message, time=event.time))
+        elif isinstance(event, PROGRAM_EVENTS):
+            self._apply_program(event)
         if isinstance(event, LogLine):
             self.new_log.append(event)
-        elif isinstance(event, Answer):  # the run's own answer to a key or a command
+        elif isinstance(event, Answer) and not (event.accepted and event.command in QUIET):
+            # the run's own answer to a key or a command
             self.new_log.append(LogLine(level="info" if event.accepted else "warning",
                                         message=event.message, time=event.time))
+
+    def _apply_program(self, event: Event) -> None:
+        self.program_run = True
+        if isinstance(event, ProgramOutput):
+            self.add_output(event.data)
+        elif isinstance(event, ProcessTree):
+            self.processes = event
+        elif isinstance(event, LoaderPass):
+            self.loader = event
+            if event.complete:
+                self._note(loader_line(event), event.time)
+        elif isinstance(event, ProgramStarted):
+            self.program = event
+            if event.attempt > 1:
+                self._note(f"restart: attempt {event.attempt} started (pid {event.pid})",
+                           event.time)
+            else:
+                self._note(f"started {' '.join(event.argv)} (pid {event.pid})", event.time)
+        elif isinstance(event, ProgramExited):
+            self.exits.append(event)
+            line = exit_line(event)
+            self._note(line, event.time, "info" if event.exit_code == 0 else "warning")
+            # The terminal shows the end too, where the program's last words are.
+            self.add_output(f"\x1b[0m\r\n\x1b[1m[ctui] {line}\x1b[0m\r\n")
+
+    def _note(self, message: str, when: float, level: str = "info") -> None:
+        self.new_log.append(LogLine(level=level, message=message, time=when))
+
+    def add_output(self, data: str) -> None:
+        self.new_output.append(data)
+        self.output_waiting += len(data)
+        if self.output_waiting > OUTPUT_WAITING:  # keep the newest half: a join per 128 KiB
+            kept, skipped = newest_output("".join(self.new_output), OUTPUT_WAITING // 2)
+            self.new_output, self.output_waiting = [kept], len(kept)
+            self.output_skipped += skipped
+
+    def take_output(self, limit: int) -> tuple[str, int]:
+        """(output to draw, characters skipped): the newest, about `limit` characters at most."""
+        text, skipped = newest_output("".join(self.new_output), limit)
+        skipped += self.output_skipped
+        self.new_output, self.output_waiting, self.output_skipped = [], 0, 0
+        return text, skipped
+
+    @property
+    def program_ended(self) -> ProgramExited | None:
+        """How the latest attempt ended, or None while it runs (or none has started)."""
+        if not self.exits:
+            return None
+        last = self.exits[-1]
+        if self.program is not None and self.program.attempt > last.attempt:
+            return None
+        return last
 
     def apply_telemetry(self, snapshot: Snapshot) -> None:
         self.telemetry = snapshot
@@ -127,3 +211,35 @@ class RunModel:
         if self.step is not None:
             return self.step.epoch
         return self.epochs[-1].epoch if self.epochs else 0
+
+
+def newest_output(text: str, limit: int) -> tuple[str, int]:
+    """(the last `limit` characters of output or fewer, starting at a line so no escape
+    sequence is cut in two; characters left out). What is kept starts on a fresh line with
+    colours reset, as the part left out may have ended mid-line or in a colour."""
+    if len(text) <= limit:
+        return text, 0
+    tail = text[-limit:]
+    start = tail.find("\n") + 1
+    return "\x1b[0m\r\n" + tail[start:], len(text) - len(tail) + start
+
+
+def exit_line(event: ProgramExited) -> str:
+    """'attempt 2 exited with code 1; restarting', for the log and the terminal."""
+    if event.message:
+        return event.message
+    if event.signal:
+        how = f"was ended by {event.signal}"
+    elif event.exit_code is None:
+        how = "ended"
+    else:
+        how = f"exited with code {event.exit_code}"
+    return f"attempt {event.attempt} {how}" + ("; restarting" if event.restarting else "")
+
+
+def loader_line(event: LoaderPass) -> str:
+    """One completed pass over a DataLoader, for the log."""
+    return (f"loader {event.loader} pass {event.pass_index}: {event.seconds:.1f} s, "
+            f"{event.samples_per_second:,.0f} samples/s, data wait "
+            f"{event.data_wait_fraction:.0%}, bs {event.batch_size}, "
+            f"{event.num_workers} workers")

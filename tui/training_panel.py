@@ -1,7 +1,10 @@
-"""The training panel: state, progress, speed, settings, checkpoint age, advice and loggers."""
+"""The training panel: state, progress, speed, settings, checkpoint age, advice and loggers.
+For a program run: the program's state (running, exited with its code, restarting), its
+command, and what its DataLoaders' passes measured."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 
 from rich.table import Table
@@ -11,7 +14,7 @@ from textual.widgets import Static
 from ctui.engine.events import State
 
 from .format import ago, bar, clock
-from .model import RunModel
+from .model import RunModel, exit_line
 
 STATE_STYLES = {
     State.RUNNING: "bold green", State.PAUSED: "bold yellow", State.STOPPING: "bold yellow",
@@ -34,6 +37,8 @@ class TrainingPanel(Static):
         self.update(self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Table | Text:
+        if model.program_run:
+            return self._render_program(model)
         if not model.state:
             return Text("Connecting to the run…" if model.name else "Looking for runs…",
                         style="dim")
@@ -81,12 +86,40 @@ class TrainingPanel(Static):
             grid.add_row(Text(line, style="dim"))
         return grid
 
+    def _render_program(self, model: RunModel) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_row(program_state(model))
+        program = model.program
+        if program is not None:
+            grid.add_row(Text(f"$ {shlex.join(program.argv)}", style="dim"))
+        loader, settings = model.loader, model.settings
+        if loader is None:
+            known = settings is not None and settings.batch_size  # 0: no DataLoader known
+            grid.add_row(Text(f"batch {settings.batch_size}  workers {settings.num_workers}  "
+                              "(no pass timed yet)" if known else "no DataLoader seen yet",
+                              style="dim"))
+            return grid
+        grid.add_row(Text(f"{loader.samples_per_second:,.0f} samples/s  data wait "
+                          f"{loader.data_wait_fraction:.0%}  pass {loader.pass_index}"))
+        current = settings or loader  # the host's settings, else what the last pass used
+        line = Text(f"batch {current.batch_size}  workers {current.num_workers}  ")
+        line.append(loader.loader, style="dim")
+        grid.add_row(line)
+        return grid
+
     def _checkpoint_line(self, model: RunModel) -> Text:
-        saved = model.last_checkpoint
+        saved, best = model.last_checkpoint, model.best
         if saved is None:
-            return Text("checkpoint: none yet", style="dim")
-        return Text(f"checkpoint {ago(self._clock() - saved.time)} "
-                    f"(epoch {saved.epoch}, step {saved.step})")
+            line = Text("checkpoint: none yet", style="dim")
+        elif best is None:
+            return Text(f"checkpoint {ago(self._clock() - saved.time)} "
+                        f"(epoch {saved.epoch}, step {saved.step})")
+        else:  # the best fits on the line (80 columns) in place of the epoch and step
+            line = Text(f"checkpoint {ago(self._clock() - saved.time)}")
+        if best is not None:
+            line.append(f"  best {best.monitor} {best.value:.4g} @{best.epoch}", style="bold")
+        return line
 
     @staticmethod
     def _logger_lines(model: RunModel) -> list[str]:
@@ -100,3 +133,25 @@ class TrainingPanel(Static):
             where = info.wandb_url or info.wandb_sync_command
             lines.append(f"wandb {info.wandb_mode}" + (f": {where}" if where else ""))
         return lines
+
+
+def program_state(model: RunModel) -> Text:
+    """'running · attempt 2', 'restarting: attempt 1 exited with code 1', 'exited with code 0'."""
+    ended, program = model.program_ended, model.program
+    if ended is not None:
+        if ended.restarting and model.live:
+            text = Text("restarting", style="bold yellow")
+            text.append(f": {exit_line(ended).removesuffix('; restarting')}", style="dim")
+            return text
+        good = ended.exit_code == 0
+        return Text(exit_line(ended), style="bold cyan" if good else "bold red")
+    if not model.connected and model.state:
+        return Text(f"{model.state}: {model.reason}", style="bold red")
+    if program is None:
+        return Text("starting the program…", style="dim")
+    state = model.state if model.state and model.state != State.IDLE else State.RUNNING
+    text = Text(state, style=STATE_STYLES.get(state, "bold"))
+    if program.attempt > 1:
+        text.append(f" · attempt {program.attempt}")
+    text.append(f"  pid {program.pid}", style="dim")
+    return text

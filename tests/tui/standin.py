@@ -1,6 +1,7 @@
 """A scripted stand-in for the run host: replays recorded events and answers commands the way
 the engine does (pause -> paused, stop -> stopping, checkpoint, stopped...), with no process,
-socket or torch. Also a fixed telemetry source with recorded readings."""
+socket or torch. Also a fixed telemetry source with recorded readings, and a program run
+(`ctui run -- python train.py`) whose host echoes what is typed, as a terminal does."""
 
 from __future__ import annotations
 
@@ -17,12 +18,22 @@ from ctui.engine.events import (
     CheckpointNow,
     CheckpointSaved,
     Command,
+    EpochEnded,
     Event,
+    LoaderPass,
+    LogLine,
     Pause,
+    ProcessTree,
+    ProgramExited,
+    ProgramOutput,
+    ProgramStarted,
+    ResizeTerminal,
     Resume,
+    SetNumWorkers,
     Settings,
     StateChanged,
     Stop,
+    TypeInput,
 )
 from ctui.engine.host.registry import RunInfo
 from ctui.engine.live_settings import setting_of
@@ -55,6 +66,49 @@ def mid_run_events() -> list[Event]:
     return events_until(lambda e: e.kind == "step" and e.epoch == 3 and e.step == 15)
 
 
+PROGRAM_RUN = "run-train-20250101-120000"
+PROGRAM_ARGV = ("python", "train.py", "--epochs", "3")
+PROGRAM_LOADER = "train.py:57 (LevirCD)"
+PROGRAM_PID = 4242
+T0 = 1795779200.0  # the recorded digits run's clock, so log times read the same everywhere
+
+
+def tqdm_bar(done: int, total: int = 40, width: int = 10) -> str:
+    """A tqdm-like progress bar, redrawn in place with a carriage return."""
+    full = done * width // total
+    return (f"\r{done * 100 // total:3d}%|{'█' * full}{' ' * (width - full)}| {done}/{total} "
+            f"[00:{done // 8:02d}<00:05, 7.9it/s]")
+
+
+def program_run_events() -> list[Event]:
+    """A program run: it asked for a line of notes (answered), trained one epoch with a tqdm
+    bar in colour, and is 45% through the second, with a DataLoader of 4 workers."""
+    at = iter(T0 + i for i in range(100))
+    bar = "".join(tqdm_bar(done) for done in range(0, 41, 4))
+    second = "".join(tqdm_bar(done) for done in range(0, 19, 3))
+    return [
+        StateChanged(state="running", time=next(at)),
+        ProgramStarted(argv=PROGRAM_ARGV, cwd="/root/cdlab", pid=PROGRAM_PID, attempt=1,
+                       time=next(at)),
+        Settings(batch_size=32, num_workers=4, device="cuda", task="program",
+                 run_dir=f"runs/{PROGRAM_RUN}", time=next(at)),
+        ProgramOutput(data="Notes for this run? ", time=next(at)),
+        ProgramOutput(data="baseline, lr 1e-3\r\n", time=next(at)),
+        ProgramOutput(data="\x1b[1;32mEpoch 1/3\x1b[0m\r\n" + bar + "\r\n", time=next(at)),
+        LoaderPass(loader=PROGRAM_LOADER, pass_index=1, seconds=5.1, batches=40, samples=1280,
+                   samples_per_second=251.0, data_wait_fraction=0.31, batch_size=32,
+                   num_workers=4, time=next(at)),
+        EpochEnded(epoch=1, train_seconds=5.1, samples_per_second=251.0,
+                   data_wait_fraction=0.31, train_loss=0.52, test_loss=0.48, batch_size=32,
+                   num_workers=4, time=next(at)),
+        ProgramOutput(data="val \x1b[33mF1 0.71\x1b[0m  \x1b[31mloss 0.48\x1b[0m\r\n"
+                      "\x1b[1;32mEpoch 2/3\x1b[0m\r\n" + second, time=next(at)),
+        ProcessTree(rows=((PROGRAM_PID, "python", 98.0, 2310.0, 5120.0),
+                          *((4250 + i, "pt_data_worker", 31.0 + i, 820.0, None)
+                            for i in range(4))), time=next(at)),
+    ]
+
+
 def snapshot(name: str) -> Snapshot:
     return Snapshot.from_dict(json.loads((DATA / f"{name}.json").read_text()))
 
@@ -70,6 +124,7 @@ class ScriptedConnection:
         self.settings = next((e for e in reversed(script) if isinstance(e, Settings)), None)
         self.state = next((e.state for e in reversed(script) if isinstance(e, StateChanged)),
                           "running")
+        self.program = next((e for e in reversed(script) if isinstance(e, ProgramStarted)), None)
         for event in script:
             self._queue.put(event)
 
@@ -95,6 +150,8 @@ class ScriptedConnection:
 
     def _reaction(self, command: Command) -> list[Event]:
         """What the engine answers (tests/test_command_contract.py holds the two to it)."""
+        if self.program is not None:
+            return self._program_reaction(command)
         if isinstance(command, Pause):
             if self.state == "paused":
                 return [Answer(command="pause", message="already paused")]
@@ -131,6 +188,33 @@ class ScriptedConnection:
                            message=f"{name} {current} -> {value} from the next step"),
                     self.settings]
         return []
+
+    def _program_reaction(self, command: Command) -> list[Event]:
+        """A program run's host: typed keys echo back as the program's terminal would (in
+        cooked mode); x ends the program with SIGINT; its loader's workers cannot change."""
+        if isinstance(command, TypeInput):
+            echo = command.data.replace("\r", "\r\n").replace("\x7f", "\b \b")
+            return [ProgramOutput(data=echo)]
+        if isinstance(command, ResizeTerminal):
+            return []
+        if isinstance(command, Stop):
+            return [Answer(command="stop", message="stopping the program: SIGINT"),
+                    StateChanged(state="stopping", reason=command.reason),
+                    ProgramExited(attempt=self.program.attempt, signal="SIGINT"),
+                    ProcessTree(rows=()),
+                    StateChanged(state="stopped", reason=command.reason)]
+        if isinstance(command, SetNumWorkers):
+            return [Answer(command=command.kind, accepted=False, setting="num_workers",
+                           value=4, message=f"{PROGRAM_LOADER}: num_workers cannot change: "
+                           "the loader was made with persistent_workers=True")]
+        if setting_of(command) is not None:
+            name = setting_of(command).name
+            value = getattr(command, name)
+            self.settings = dataclasses.replace(self.settings, **{name: value})
+            return [Answer(command=command.kind, setting=name, value=value,
+                           message=f"{PROGRAM_LOADER}: {name} {value} from its next pass"),
+                    self.settings]
+        return [LogLine(level="warning", message=f"{command.kind}: not for a program run")]
 
     def _to(self, state: str, reason: str, answer: Answer) -> list[Event]:
         self.state = state

@@ -19,3 +19,17 @@ def test_main_screen(snap_compare, size, sample):
         await attached(pilot, app)
 
     assert snap_compare(app, terminal_size=SIZES[size], run_before=settle)
+
+
+def test_program_run(snap_compare):
+    """`ctui run -- python train.py` at 80x24: its state, processes and terminal."""
+    from test_program_panel import make_program_app, program_attached
+
+    app, _ = make_program_app(sample="no_gpu")
+
+    async def settle(pilot):
+        await program_attached(pilot, app)
+        app.redraw(force=True)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
