@@ -426,3 +426,18 @@ def test_cli_prints_the_mistake_in_one_line_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert expected in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_out_of_memory_inside_accumulation_rolls_back_and_trains_each_sample_once(
+        tmp_path, monkeypatch):
+    from ctui.engine.events import LogLine, SetBatchSize
+    from test_live_tuning import SAMPLES, change_at, recording_run
+
+    monkeypatch.setenv("CTUI_TEST_OOM_ABOVE_BATCH", "20")
+    engine = recording_run(tmp_path, accumulate=3)
+    events = change_at(engine, {96: [SetBatchSize(64)]})
+    assert engine.state == State.FINISHED
+    assert sorted(engine.task.model.trained) == list(range(SAMPLES))
+    warnings = [e.message for e in events if isinstance(e, LogLine) and e.level == "warning"]
+    assert any("out of memory at batch size 64: back to 8" in w for w in warnings)
+    assert epochs_of(events)[-1].global_step == SAMPLES // 24  # steps of 3 batches of 8
