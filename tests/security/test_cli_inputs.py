@@ -139,6 +139,10 @@ WRONG_IN_FILE = [
     ("device = 0", "--device", "auto, cpu"),
     ("task = 5", "--task", "FILE.py:FUNCTION"),
     ("wandb = true", "--wandb", "online or offline"),
+    ('optimizer = "adam"', "--optimizer", "adadelta, sgd, adamw"),
+    ("accumulate = 0", "--accumulate", ">= 1"),
+    ('monitor = "f 1"', "--monitor", "figure name"),
+    ('mode = "up"', "--mode", "max, min"),
 ]
 
 
@@ -160,7 +164,9 @@ WRONG_TYPE = {
     "device": None, "amp": "false", "run_dir": 5, "runs_dir": None, "fake_size": "2048",
     "fake_image_shape": 28, "fake_classes": 10.0, "checkpoint_every_steps": "0",
     "checkpoint_every_minutes": "5", "keep_checkpoints": None, "time_limit": [60],
-    "scale_lr": 1, "tensorboard": "no", "wandb": True,
+    "scale_lr": 1, "tensorboard": "no", "wandb": True, "optimizer": 1, "scheduler": None,
+    "accumulate": 2.0, "clip_grad_norm": "1", "compile": "yes", "val_every": "2",
+    "monitor": 5, "mode": True,
 }
 
 
