@@ -27,7 +27,8 @@ TORCH_FREE = [
     "ctui.engine", "ctui.engine.config", "ctui.engine.events", "ctui.engine.errors",
     "ctui.engine.safefs", "ctui.engine.run_folder", "ctui.engine.runs", "ctui.engine.telemetry",
     "ctui.engine.host", "ctui.engine.host.registry", "ctui.engine.host.client",
-    "ctui.engine.cli.runs_cmds", "ctui.engine.sinks.console",
+    "ctui.engine.cli.runs_cmds", "ctui.engine.sinks.console", "ctui.engine.observe",
+    "ctui.engine.best",
 ]
 
 

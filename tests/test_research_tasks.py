@@ -430,8 +430,9 @@ def test_cli_prints_the_mistake_in_one_line_without_a_traceback(tmp_path):
 
 def test_out_of_memory_inside_accumulation_rolls_back_and_trains_each_sample_once(
         tmp_path, monkeypatch):
-    from ctui.engine.events import LogLine, SetBatchSize
     from test_live_tuning import SAMPLES, change_at, recording_run
+
+    from ctui.engine.events import LogLine, SetBatchSize
 
     monkeypatch.setenv("CTUI_TEST_OOM_ABOVE_BATCH", "20")
     engine = recording_run(tmp_path, accumulate=3)
