@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .errors import Parser
 from .options import add_run_flags
+from .run_cmd import add_run_command
 from .runs_cmds import add_commands, run_command
 from .tune_cmd import add_tune_command
 
@@ -29,6 +30,7 @@ def build_parser() -> Parser:
     mode.add_argument("--detach", action="store_true",
                       help="start the run in a background host and return at once")
     add_run_flags(train)
+    add_run_command(commands)
     add_commands(commands)
     add_tune_command(commands)
     return parser

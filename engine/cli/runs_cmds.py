@@ -38,7 +38,7 @@ from ..host import (
     start_host,
 )
 from ..host.protocol import END_FILE
-from ..host.registry import UNREADABLE, read_json, run_info, run_status
+from ..host.registry import UNREADABLE, read_json, run_info, run_kind, run_status
 from ..live_settings import LIVE_SETTINGS, LiveSetting, suggest
 from ..runs import METRICS_FILE
 from ..safefs import open_regular
@@ -155,7 +155,10 @@ def _ls_row(info: RunInfo) -> tuple[str, ...]:
     name = _printable(info.name)
     if info.status == UNREADABLE:
         return name, info.status, _printable(info.reason)
-    return (name, info.status, f"{info.epoch}/{info.epochs or '?'}",
+    status = info.status
+    if info.kind == "program" and (info.exit_code is not None or info.signal):
+        status += f" ({info.signal or f'exit {info.exit_code}'})"
+    return (name, status, f"{info.epoch}/{info.epochs or '?'}",
             _printable(info.last_checkpoint.name) if info.last_checkpoint else "-",
             _ago(info.checkpoint_age), str(info.pid or "-"))
 
@@ -171,6 +174,8 @@ def _printable(text: str) -> str:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     info = _live_run(args)
+    if info.kind == "program":
+        return _stop_program(args, info)
     with RunClient.connect(info.run_dir) as client:
         client.history()
         client.send(Stop(reason="stop requested with `ctui stop`"))
@@ -184,6 +189,36 @@ def cmd_stop(args: argparse.Namespace) -> int:
     print(f"{end.state}: {end.reason}")
     if end.state == State.STOPPED:
         print(f"continue with: ctui train --detach --resume --run-dir {info.run_dir}")
+    return EXIT_OK if end.state in (State.STOPPED, State.FINISHED) else EXIT_FAILED
+
+
+def _stop_program(args: argparse.Namespace, info: RunInfo) -> int:
+    """A program run: its supervisor signals the program's processes, escalating to SIGKILL
+    after the run's grace; wait for that, and a little more."""
+    from ..program import read_program_config
+
+    try:
+        grace = read_program_config(info.run_dir).grace
+    except ValueError:
+        grace = 30.0
+    with RunClient.connect(info.run_dir) as client:
+        client.history()
+        client.send(Stop(reason="stop requested with `ctui stop`"))
+        answer = client.wait_for(lambda e: isinstance(e, Answer) and e.command == "stop", 10.0)
+        if answer is not None:
+            print(answer.message if answer.accepted else f"refused: {answer.message}",
+                  flush=True)
+        if args.no_wait:
+            return EXIT_OK
+        end = client.wait_for(_ended, _timeout(args, grace + 30.0))
+    if end is None:
+        return _no_answer(info, "stop", f"it has {grace:g}s to exit before SIGKILL")
+    ended = run_info(info.run_dir)
+    how = f" ({ended.signal or f'exit code {ended.exit_code}'})" if (
+        ended.signal or ended.exit_code is not None) else ""
+    print(f"{end.state}{how}: {end.reason}")
+    if end.state != State.FINISHED:
+        print(f"run it again with: ctui run --resume {info.run_dir}")
     return EXIT_OK if end.state in (State.STOPPED, State.FINISHED) else EXIT_FAILED
 
 
@@ -294,6 +329,8 @@ def parse_set_items(items: list[str]) -> tuple[str | None, list[tuple[LiveSettin
 
 def cmd_logs(args: argparse.Namespace) -> int:
     run_dir = _logs_run(args)
+    if run_kind(run_dir) == "program":
+        return _program_logs(run_dir, args.follow)
     follower = MetricsFollower(run_dir / METRICS_FILE)
     last_printed = 0
 
@@ -326,6 +363,46 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(f"{run_dir.name}: the host went away without recording an end (interrupted)")
     else:
         print("finished")
+    return EXIT_OK
+
+
+def _program_logs(run_dir: Path, follow: bool) -> int:
+    """A program run's output.log (plain text: redraws collapsed, escapes removed), and with
+    -f what it adds until the run's host ends."""
+    from ..program.output_log import OUTPUT_LOG
+
+    path = run_dir / OUTPUT_LOG
+    position = 0
+    out = sys.stdout.buffer
+
+    def show_new() -> None:
+        nonlocal position
+        try:
+            fd = open_regular(path)
+        except OSError:
+            return
+        try:
+            while chunk := os.pread(fd, 1 << 20, position):
+                out.write(chunk)
+                position += len(chunk)
+        finally:
+            os.close(fd)
+        out.flush()
+
+    show_new()
+    if not follow:
+        if position == 0:
+            print(f"{run_dir.name}: no output yet")
+        return EXIT_OK
+    while run_status(run_dir)[0] == "live":
+        time.sleep(0.3)
+        show_new()
+    show_new()
+    info = run_info(run_dir)
+    end = read_json(run_dir / END_FILE)
+    how = f" ({info.signal or f'exit code {info.exit_code}'})" if (
+        info.signal or info.exit_code is not None) else ""
+    print(f"{info.status}{how}: {end.get('reason', '')}".rstrip(": "))
     return EXIT_OK
 
 

@@ -34,15 +34,27 @@ def start_host(config: RunConfig, resume: str | None = None, *,
         raise HostStartError(f"run {run_dir.name} is live already: attach to it (ctui attach "
                              f"{run_dir}) or stop it first (ctui stop {run_dir})", 2)
     config = config.replace(run_dir=str(run_dir))
+    return launch_host(run_dir, "ctui.engine.host.serve",
+                       {"config": config.to_dict(), "resume": resume}, fresh=fresh,
+                       timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def launch_host(run_dir: Path, module: str, request_data: dict, *, fresh: bool,
+                timeout: float = START_TIMEOUT, env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> Path:
+    """Start `python -m module RUN_DIR REQUEST` as a detached host (its own session, no
+    terminal), handing it request_data in a request file of its own; return once it serves
+    RUN_DIR/control.sock. A host that fails to start leaves no new run folder behind when its
+    error report says it all (fresh: the folder was made for this start)."""
     # A request of its own per start: two starts of one run never read each other's.
     request = run_dir / f"{REQUEST_NAME}.{secrets.token_hex(4)}"
-    write_json(request, {"config": config.to_dict(), "resume": resume})
+    write_json(request, request_data)
     log = open_append(run_dir / LOG_NAME)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ctui.engine.host.serve", str(run_dir), request.name],
+            [sys.executable, "-m", module, str(run_dir), request.name],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env=env if env is not None else dict(os.environ), cwd=cwd)
     finally:
         os.close(log)
     try:
@@ -81,12 +93,22 @@ def _wait_until_serving(process: subprocess.Popen, run_dir: Path, timeout: float
             return
         code = process.poll()
         if code is not None:
+            if _ended_by(run_dir, process.pid):  # served, and done before we looked
+                return
             raise _start_failure(run_dir, process.pid, code)
         if time.monotonic() > deadline:
             raise HostStartError(f"the run host (pid {process.pid}) has not opened its socket "
                                  f"after {timeout:.0f}s; it may still be starting: see "
                                  f"{run_dir / LOG_NAME}")
         time.sleep(0.05)
+
+
+def _ended_by(run_dir: Path, pid: int) -> bool:
+    """The host with this pid recorded how its run ended (a program that exited at once)."""
+    from .protocol import END_FILE
+
+    return read_json(run_dir / END_FILE).get("pid") == pid and bool(
+        read_json(run_dir / END_FILE).get("state"))
 
 
 def _accepts(run_dir: Path, pid: int) -> bool:

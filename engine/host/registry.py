@@ -69,6 +69,9 @@ class RunInfo:
     checkpoint_age: float | None = None  # seconds since the last checkpoint was written
     pid: int | None = None  # the host's pid while live
     reason: str = ""  # why an "unreadable" run could not be read
+    kind: str = "train"  # "program": a `ctui run -- CMD` run
+    exit_code: int | None = None  # a program run's last exit code, once it has ended
+    signal: str = ""  # ... or the signal that ended it ("SIGKILL")
 
     @property
     def age(self) -> float | None:
@@ -207,8 +210,26 @@ def run_info(run_dir: Path) -> RunInfo:
     if checkpoint is not None:
         with contextlib.suppress(OSError):
             age = max(0.0, time.time() - os.lstat(checkpoint).st_mtime)
+    kind, exit_code, signal = "train", None, ""
+    if run_kind(run_dir) == "program":
+        kind = "program"
+        if status in END_STATES:
+            end = read_json(run_dir / END_FILE)
+            code = end.get("exit_code")
+            if isinstance(code, int) and not isinstance(code, bool) and -1 < code < 256:
+                exit_code = code
+            name = end.get("signal")
+            signal = name if isinstance(name, str) and re.fullmatch(r"SIG[A-Z0-9]{1,10}",
+                                                                    name) else ""
     return RunInfo(name=run_dir.name, run_dir=run_dir, status=status, epoch=epoch, epochs=epochs,
-                   last_checkpoint=checkpoint, checkpoint_age=age, pid=pid)
+                   last_checkpoint=checkpoint, checkpoint_age=age, pid=pid, kind=kind,
+                   exit_code=exit_code, signal=signal)
+
+
+def run_kind(run_dir: Path) -> str:
+    """"program" for a `ctui run -- CMD` run (its config.json says so), else "train"."""
+    return "program" if read_json(Path(run_dir) / CONFIG_FILE).get("kind") == "program" \
+        else "train"
 
 
 def unreadable_run(run_dir: Path, error: BaseException) -> RunInfo:
@@ -283,7 +304,9 @@ def find_live_run(runs_dir: str | os.PathLike[str], name_or_path: str | None = N
         info = run_info(resolve_run(runs_dir, name_or_path))
         if info.status != "live":
             hint = ""
-            if info.status in ("stopped", "interrupted"):
+            if info.kind == "program" and info.status in ("stopped", "interrupted", "failed"):
+                hint = f"; run it again with: ctui run --resume {info.run_dir}"
+            elif info.status in ("stopped", "interrupted"):
                 hint = f"; continue it with: ctui train --detach --resume --run-dir {info.run_dir}"
             raise RunNotFound(f"run {info.name} is not live ({info.status}){hint}")
         return info

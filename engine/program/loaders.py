@@ -1,0 +1,239 @@
+"""The supervisor's side of the DataLoader observer (engine/observe): the child's environment
+that installs it, its records turned into events, and `num_workers` / `batch_size` changes
+written for it to apply at a loader's next pass.
+
+The records come from a program ctui did not write: every field is type-checked again here,
+and text is cut short, before it becomes an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..events import (
+    Answer,
+    Command,
+    EpochEnded,
+    Event,
+    LoaderPass,
+    LogLine,
+    SetBatchSize,
+    Settings,
+)
+
+OBSERVE_FOLDER = "observe"  # inside the run folder
+
+
+def _observer() -> Any:
+    """engine.observe, or None while it is missing or broken (the program still runs)."""
+    try:
+        from .. import observe
+    except Exception:
+        return None
+    needed = ("child_environment", "write_settings", "RecordFollower")
+    return observe if all(hasattr(observe, name) for name in needed) else None
+
+
+class LoaderBridge:
+    """One per run host. `folder` None: no observer (events and changes say so)."""
+
+    def __init__(self, folder: Path | None, epochs_before: int = 0) -> None:
+        self.folder = folder
+        self.run_dir = str(Path(folder).parent) if folder is not None else ""
+        self._observe = _observer() if folder is not None else None
+        self._follower = None
+        if self._observe is not None:
+            with contextlib.suppress(OSError):
+                from ..safefs import make_private_dir
+
+                make_private_dir(Path(folder), "observer folder")
+            try:
+                self._follower = self._observe.RecordFollower(folder)
+                self._follower.poll()  # records of earlier hosts of this run: already counted
+            except Exception:
+                self._observe = None
+        self.loaders: dict[str, dict[str, Any]] = {}  # label -> its latest loader record
+        self._epoch_loader = ""  # the loader whose complete passes are the epochs
+        self._epoch_samples = -1
+        self._epochs_before = epochs_before  # epochs of earlier attempts and hosts
+        self._epochs = 0  # complete passes of the epoch loader in this attempt
+        self._passes: dict[str, int] = {}
+        self.disabled = ""
+
+    @property
+    def available(self) -> bool:
+        return self._observe is not None
+
+    def child_environment(self, env: Mapping[str, str]) -> dict[str, str]:
+        if self._observe is None:
+            return dict(env)
+        try:
+            return dict(self._observe.child_environment(self.folder, env))
+        except Exception as error:
+            self.disabled = f"the DataLoader observer could not be set up: {error}"
+            return dict(env)
+
+    def new_attempt(self) -> None:
+        """A restart: pass counts start again in the new process."""
+        self._epochs_before += self._epochs
+        self._epochs = 0
+        self._passes = {}
+
+    def settings(self) -> dict[str, int]:
+        """batch_size and num_workers of the main loader, for the Settings event."""
+        record = self.loaders.get(self._epoch_loader) or next(iter(self.loaders.values()), {})
+        return {"batch_size": _count(record.get("batch_size")) or 0,
+                "num_workers": _count(record.get("num_workers")) or 0}
+
+    def settings_event(self) -> Settings:
+        return Settings(task="program", run_dir=self.run_dir, **self.settings())
+
+    # ------------------------------------------------------------ records -> events
+
+    def poll(self) -> list[Event]:
+        if self._follower is None:
+            return []
+        try:
+            records = self._follower.poll()
+        except Exception as error:
+            self._follower = None
+            return [LogLine(level="warning", message=f"stopped reading the DataLoader "
+                            f"observer's records: {error}")]
+        events: list[Event] = []
+        for record in records:
+            if isinstance(record, dict):
+                events.extend(self._events_for(record))
+        return events
+
+    def _events_for(self, record: dict[str, Any]) -> list[Event]:
+        kind = record.get("kind")
+        label = _text(record.get("loader"))
+        if kind == "loader" and label:
+            first = label not in self.loaders
+            before = self.settings()
+            self.loaders[label] = record
+            changed = [self.settings_event()] if self.settings() != before else []
+            if first:
+                dataset = _text(record.get("dataset"))
+                return [LogLine(message=f"DataLoader {label}{f' ({dataset})' if dataset else ''}:"
+                                f" batch_size {record.get('batch_size')}, num_workers "
+                                f"{record.get('num_workers')}{self._fixed(record)}")] + changed
+            return changed
+        if kind == "pass" and label:  # rank 0 speaks for all ranks: one epoch, not one each
+            return self._pass(label, record) if not record.get("rank") else []
+        if kind == "applied":
+            return [LogLine(message=f"DataLoader {label}: {_text(record.get('setting'))} is "
+                            f"now {record.get('value')} (from its next pass)")]
+        if kind == "refused":
+            return [LogLine(level="warning", message=f"DataLoader {label or '?'}: "
+                            f"{_text(record.get('setting'))}={record.get('value')} not applied: "
+                            f"{_text(record.get('reason'), 300)}; nothing was changed")]
+        if kind == "disabled":
+            self.disabled = _text(record.get("reason"), 300)
+            return [LogLine(level="warning", message=f"the DataLoader observer switched itself "
+                            f"off: {self.disabled}")]
+        return []
+
+    def _pass(self, label: str, record: dict[str, Any]) -> list[Event]:
+        seconds = _number(record.get("seconds"))
+        samples = _count(record.get("samples")) or 0
+        complete = record.get("complete") is True
+        index = self._passes.get(label, 0) + 1
+        self._passes[label] = index
+        values = dict(seconds=seconds, batches=_count(record.get("batches")) or 0,
+                      samples=samples,
+                      samples_per_second=_number(record.get("samples_per_second")),
+                      data_wait_fraction=min(1.0, _number(record.get("data_wait_fraction"))),
+                      batch_size=_count(record.get("batch_size")) or 0,
+                      num_workers=_count(record.get("num_workers")) or 0)
+        events: list[Event] = [LoaderPass(loader=label, pass_index=index, complete=complete,
+                                          **values)]
+        if complete and samples > self._epoch_samples and label != self._epoch_loader:
+            # The loader that goes over the most samples is the training set's.
+            self._epoch_loader, self._epochs = label, 0
+            events.append(self.settings_event())
+        if complete and label == self._epoch_loader:
+            self._epoch_samples = max(self._epoch_samples, samples)
+            self._epochs += 1
+            events.append(EpochEnded(
+                epoch=self._epochs_before + self._epochs, epochs=0,
+                train_seconds=seconds, samples_per_second=values["samples_per_second"],
+                data_wait_fraction=values["data_wait_fraction"], train_loss=None,
+                test_loss=None, batch_size=values["batch_size"],
+                num_workers=values["num_workers"]))
+        return events
+
+    @staticmethod
+    def _fixed(record: dict[str, Any]) -> str:
+        why = record.get("why_not")
+        if not isinstance(why, dict) or not why:
+            return ""
+        return "; cannot change " + "; ".join(f"{_text(name)}: {_text(reason, 200)}"
+                                              for name, reason in why.items())
+
+    # ------------------------------------------------------------ commands
+
+    def change(self, command: Command) -> Answer:
+        name = "batch_size" if isinstance(command, SetBatchSize) else "num_workers"
+        value = getattr(command, name)
+        low = 1 if name == "batch_size" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            return _refuse(command, f"{name}={value!r} refused: use a whole number >= {low}")
+        if self._observe is None:
+            why = self.disabled or "the DataLoader observer is not available in this ctui"
+            return _refuse(command, f"{name} cannot change: {why}")
+        if self.disabled:
+            return _refuse(command, f"{name} cannot change: {self.disabled}")
+        # The epoch loader once known; before, the observer picks the loader of the largest
+        # dataset, and only a setting no known loader can take is refused now.
+        target = self._epoch_loader
+        candidates = [target] if target else list(self.loaders)
+        reasons = [(label, _why_not(self.loaders.get(label, {}), name)) for label in candidates]
+        if reasons and all(why for _, why in reasons):
+            label, why = reasons[0]
+            return _refuse(command, f"DataLoader {label}: {name} cannot change: {why}; "
+                           "nothing was changed")
+        try:
+            self._observe.write_settings(self.folder, **{name: value},
+                                         **({"loader": target} if target else {}))
+        except Exception as error:
+            return _refuse(command, f"{name}={value} not applied: {error}")
+        where = f"DataLoader {target}" if target else "the DataLoader of the largest dataset"
+        return Answer(command=command.kind, accepted=True, setting=name, value=value,
+                      message=f"{name}={value} applies from the next pass of {where}")
+
+
+def _why_not(record: dict[str, Any], name: str) -> str:
+    why = record.get("why_not")
+    return _text(why.get(name), 300) if isinstance(why, dict) else ""
+
+
+def _refuse(command: Command, message: str) -> Answer:
+    return Answer(command=command.kind, accepted=False, message=message)
+
+
+def _text(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else ""
+    return "".join(char if char.isprintable() else "?" for char in text[:limit])
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return None
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and value >= 0:
+        return float(value)
+    return 0.0
+
+
+def observe_folder(run_dir: Path) -> Path:
+    return Path(run_dir) / OBSERVE_FOLDER
+

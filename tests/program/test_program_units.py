@@ -1,0 +1,196 @@
+"""The program supervisor's pieces that need no child process: the plain-text log, the spec's
+checks, the history's size bound, the `ctui run` usage errors. Fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ctui.engine.config import ConfigError
+from ctui.engine.events import ProgramOutput
+from ctui.engine.history import KEEP_BYTES, History
+from ctui.engine.program.loaders import LoaderBridge
+from ctui.engine.program.output_log import OUTPUT_LOG, OutputLog, plain_line
+from ctui.engine.program.spec import ProgramSpec, read_program_config, write_program_config
+
+from helpers import ctui_in_process as ctui
+
+
+def log_text(run_dir) -> str:
+    return (run_dir / OUTPUT_LOG).read_text()
+
+
+def test_a_tqdm_bar_is_kept_at_its_last_state_without_escapes(tmp_path):
+    log = OutputLog(tmp_path)
+    for step in range(100):  # as tqdm draws over a pty: CR, text, colour escapes
+        log.feed(f"\r\x1b[32mepoch 0:\x1b[0m {step:3d}%|{'#' * (step // 10)}")
+    log.feed("\r\nnext line\r\n")
+    log.close()
+    assert log_text(tmp_path) == "epoch 0:  99%|#########\nnext line\n"
+
+
+def test_pieces_split_anywhere_give_the_same_log(tmp_path):
+    text = "a\r\nbar 1\rbar 2\rbar 3\r\n\x1b]0;title\x07plain \x1b[1mbold\x1b[0m\r\nlast"
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    whole.mkdir()
+    pieces.mkdir()
+    one = OutputLog(whole)
+    one.feed(text)
+    one.close()
+    other = OutputLog(pieces)
+    for char in text:
+        other.feed(char)
+    other.close()
+    assert log_text(whole) == log_text(pieces) == "a\nbar 3\nplain bold\nlast\n"
+
+
+def test_control_characters_never_reach_the_log():
+    assert plain_line("ok\x07\x08\x1b[2J\x9b done\t!") == "ok done\t!"
+
+
+def test_a_line_without_end_is_bounded_and_kept(tmp_path):
+    log = OutputLog(tmp_path)
+    log.feed("x" * 200_000)  # no newline, no carriage return
+    log.close()
+    assert log_text(tmp_path).replace("\n", "") == "x" * 200_000
+
+
+def test_past_its_limit_the_log_says_how_much_it_did_not_keep(tmp_path):
+    log = OutputLog(tmp_path, limit=1000)
+    for _ in range(100):
+        log.feed("y" * 49 + "\n")
+    log.note("attempt 1 ended")
+    log.close()
+    text = log_text(tmp_path)
+    assert "the rest of the output is not kept" in text
+    assert "attempt 1 ended" in text
+    assert "characters of output were not kept here" in text.splitlines()[-1]
+
+
+def test_the_output_history_is_bounded_by_size_and_keeps_the_newest():
+    history: History[bytes] = History()
+    chunk = b"z" * 65536
+    for index in range(200):
+        history.add("output", chunk + str(index).encode())
+    kept = history.lines()
+    assert sum(map(len, kept)) <= KEEP_BYTES["output"]
+    assert kept[-1].endswith(b"199")
+    history.add("output", ProgramOutput(data="q" * (KEEP_BYTES["output"] * 2)).data.encode())
+    assert len(history.lines()) == 1  # one huge chunk: the newest is always kept
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("argv", (), "say what to run"),
+    ("grace", -1.0, "--grace: -1.0 is not allowed"),
+    ("stop_signal", "SIGKILL", "--stop-signal: 'SIGKILL' is not allowed"),
+    ("restart_on_failure", True, "--restart-on-failure"),
+    ("time_limit", float("inf"), "--time-limit"),
+])
+def test_the_spec_refuses_bad_values_naming_the_flag(field, value, expected):
+    settings = {"argv": ("python", "train.py"), "cwd": "/tmp", field: value}
+    with pytest.raises(ConfigError, match=expected):
+        ProgramSpec(**settings)
+
+
+def test_resume_args_must_say_where_the_checkpoint_goes():
+    with pytest.raises(ConfigError, match="put {checkpoint} in it"):
+        ProgramSpec(argv=("x",), cwd="/", checkpoint_glob="*.pt", resume_args="--resume")
+    with pytest.raises(ConfigError, match="not a template"):
+        ProgramSpec(argv=("x",), cwd="/", checkpoint_glob="*.pt", resume_args="{model}")
+
+
+def test_the_recorded_program_round_trips_and_a_crafted_one_is_refused(tmp_path):
+    spec = ProgramSpec(argv=("python", "train.py", "--lr", "0.1"), cwd=str(tmp_path),
+                       restart_on_failure=2, checkpoint_glob="ckpt/*.pt")
+    write_program_config(tmp_path, spec)
+    assert read_program_config(tmp_path) == spec
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["program"]["argv"] = "rm -rf ~"  # not a list of arguments
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="no argv list"):
+        read_program_config(tmp_path)
+    data["program"].update(argv=["python"], module="evil:run")
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="unknown fields 'module'"):
+        read_program_config(tmp_path)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run"], "say what to run after `--`"),
+    (["run", "--"], "say what to run after `--`"),
+    (["run", "--grace", "-1", "--", "true"], "--grace: -1.0 is not allowed"),
+    (["run", "--grace", "soon", "--", "true"], "--grace: 'soon' is not a number"),
+    (["run", "--time-limit", "tomorrow", "--", "true"], "--time-limit: 'tomorrow' is not a dur"),
+    (["run", "--restart-on-failure", "many", "--", "true"], "is not a whole number"),
+    (["run", "--cwd", "/no/such/folder", "--", "true"], "--cwd /no/such/folder: not a folder"),
+    (["run", "--resume-args", "--from {checkpoint}", "--", "true"], "needs --checkpoint-glob"),
+    (["run", "--resume", "somerun", "--", "true"], "leave out a command"),
+    (["run", "--resume", "nosuchrun"], "no run 'nosuchrun'"),
+    (["run", "--name", "../escape", "--", "true"], "--name '../escape'"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(capsys, argv, expected):
+    code, _, err = ctui(capsys, *argv)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert expected in err, err
+
+
+def test_resuming_a_training_run_as_a_program_is_refused(capsys, isolated_runs):
+    run_dir = isolated_runs / "digits-1"
+    run_dir.mkdir(parents=True, mode=0o700)
+    (run_dir / "config.json").write_text(json.dumps({"config": {"task": "digits"}}))
+    code, _, err = ctui(capsys, "run", "--resume", "digits-1")
+    assert code == 2 and "is a training run, not a program run" in err, err
+
+
+def pass_record(loader, samples, rank=0, complete=True, workers=0):
+    return {"kind": "pass", "loader": loader, "pass": 0, "seconds": 2.0, "samples": samples,
+            "batches": 4, "samples_per_second": samples / 2.0, "data_wait_fraction": 0.25,
+            "batch_size": 8, "num_workers": workers, "complete": complete, "rank": rank}
+
+
+def test_passes_of_the_largest_loader_are_the_epochs(tmp_path):
+    bridge = LoaderBridge(None)
+    events = []
+    for record in (pass_record("train.py:57", 800), pass_record("train.py:60", 100),
+                   pass_record("train.py:57", 800, rank=1),  # another rank: not an epoch
+                   pass_record("train.py:57", 300, complete=False),
+                   pass_record("train.py:57", 800, workers=4)):
+        events += bridge._events_for(record)
+    epochs = [event for event in events if event.kind == "epoch"]
+    assert [(e.epoch, e.num_workers, e.train_loss) for e in epochs] == [(1, 0, None), (2, 4, None)]
+    assert [e.loader for e in events if e.kind == "loader_pass"] == [
+        "train.py:57", "train.py:60", "train.py:57", "train.py:57"]
+
+
+def test_a_loader_that_cannot_change_is_named_with_why_and_nothing_is_written(tmp_path):
+    from ctui.engine.events import SetBatchSize, SetNumWorkers
+
+    bridge = LoaderBridge(tmp_path / "observe")
+    if not bridge.available:
+        pytest.skip("the DataLoader observer is not in this tree")
+    bridge._events_for({"kind": "loader", "loader": "train.py:12", "dataset": "Stream",
+                        "batch_size": 8, "num_workers": 0,
+                        "why_not": {"num_workers": "Stream is an iterable dataset",
+                                    "batch_size": "Stream is an iterable dataset"}})
+    answer = bridge.change(SetNumWorkers(num_workers=4))
+    assert not answer.accepted
+    assert "train.py:12" in answer.message and "iterable dataset" in answer.message
+    assert not (tmp_path / "observe" / "settings.json").exists()
+    refused = bridge.change(SetBatchSize(batch_size=0))
+    assert not refused.accepted and "whole number >= 1" in refused.message
+
+
+def test_the_program_host_and_run_command_load_neither_torch_nor_textual():
+    import subprocess
+    import sys
+
+    modules = ["ctui.engine.program", "ctui.engine.program.serve", "ctui.engine.program.loaders",
+               "ctui.engine.program.checkpoints", "ctui.engine.cli.run_cmd"]
+    code = (f"import json, sys; import {', '.join(modules)}; "
+            "print(json.dumps(sorted(sys.modules)))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                           text=True, check=True).stdout))
+    for heavy in ("torch", "textual", "wandb", "tensorboard"):
+        assert heavy not in loaded, heavy
