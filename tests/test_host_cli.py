@@ -11,6 +11,7 @@ import pytest
 from ctui.engine.cli.runs_cmds import MetricsFollower
 from ctui.engine.events import EpochEnded, StepLogged
 from ctui.engine.host.protocol import END_FILE, HOST_FILE
+from ctui.engine.runs import write_best
 from ctui.engine.sinks.console import epoch_line
 
 from helpers import ctui_in_process as ctui
@@ -85,12 +86,15 @@ def test_ls_lists_every_run_with_status_epoch_and_checkpoint(capsys, isolated_ru
     (run_dir / "checkpoints" / "ckpt-e0004-s000000012.pt").write_bytes(b"")
     killed, _ = finished_run(isolated_runs, "digits-2", epochs=5)
     (killed / END_FILE).unlink()
+    write_best(run_dir, "f1", "max", 0.81234, 2)  # as --monitor f1 leaves it
+    (killed / "best.json").write_text('{"monitor": "f1", "value": "high", "epoch": 2}')
     code, out, _ = ctui(capsys, "ls", "--runs-dir", str(isolated_runs))
     header, first, second = out.splitlines()
-    assert header.split() == ["RUN", "STATUS", "EPOCH", "LAST", "CHECKPOINT", "SAVED", "PID"]
-    assert first.split() == ["digits-1", "finished", "3/3", "ckpt-e0004-s000000012.pt", "0s",
-                             "ago", "-"]
-    assert second.split() == ["digits-2", "interrupted", "5/5", "-", "-", "-"]
+    assert header.split() == ["RUN", "STATUS", "EPOCH", "BEST", "LAST", "CHECKPOINT", "SAVED",
+                              "PID"]
+    assert first.split() == ["digits-1", "finished", "3/3", "f1", "0.8123", "@2",
+                             "ckpt-e0004-s000000012.pt", "0s", "ago", "-"]
+    assert second.split() == ["digits-2", "interrupted", "5/5", "-", "-", "-", "-"]  # not ours
 
 
 def test_following_metrics_survives_the_file_being_rewritten_on_resume(tmp_path):

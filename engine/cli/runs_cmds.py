@@ -140,7 +140,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             fail(f"cannot read the runs folder {args.runs_dir}: permission denied", EXIT_FAILED)
         print(f"no runs in {args.runs_dir}; start one with `ctui train --detach`")
         return EXIT_OK
-    header = ("RUN", "STATUS", "EPOCH", "LAST CHECKPOINT", "SAVED", "PID")
+    header = ("RUN", "STATUS", "EPOCH", "BEST", "LAST CHECKPOINT", "SAVED", "PID")
     rows = [header, *(_ls_row(info) for info in runs)]
     full = [row for row in rows if len(row) == len(header)]
     widths = [max(len(row[column]) for row in (rows if column < 2 else full))
@@ -158,7 +158,9 @@ def _ls_row(info: RunInfo) -> tuple[str, ...]:
     status = info.status
     if info.kind == "program" and (info.exit_code is not None or info.signal):
         status += f" ({info.signal or f'exit {info.exit_code}'})"
-    return (name, status, f"{info.epoch}/{info.epochs or '?'}",
+    best = f"{_printable(info.best[0])} {info.best[1]:.4g} @{info.best[2]}" if info.best \
+        else "-"
+    return (name, status, f"{info.epoch}/{info.epochs or '?'}", best,
             _printable(info.last_checkpoint.name) if info.last_checkpoint else "-",
             _ago(info.checkpoint_age), str(info.pid or "-"))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..run_folder import owner_alive
-from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints
+from ..runs import CONFIG_FILE, METRICS_FILE, checkpoint_dir, list_checkpoints, read_best
 from ..safefs import (
     MAX_SMALL_FILE,
     UnsafePathError,
@@ -72,6 +72,7 @@ class RunInfo:
     kind: str = "train"  # "program": a `ctui run -- CMD` run
     exit_code: int | None = None  # a program run's last exit code, once it has ended
     signal: str = ""  # ... or the signal that ended it ("SIGKILL")
+    best: tuple[str, float, int] | None = None  # --monitor: (figure, value, epoch)
 
     @property
     def age(self) -> float | None:
@@ -223,7 +224,7 @@ def run_info(run_dir: Path) -> RunInfo:
                                                                     name) else ""
     return RunInfo(name=run_dir.name, run_dir=run_dir, status=status, epoch=epoch, epochs=epochs,
                    last_checkpoint=checkpoint, checkpoint_age=age, pid=pid, kind=kind,
-                   exit_code=exit_code, signal=signal)
+                   exit_code=exit_code, signal=signal, best=read_best(run_dir))
 
 
 def run_kind(run_dir: Path) -> str:
