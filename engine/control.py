@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .advisor import Advisor
-from .best import BEST_CHECKPOINT, Best, best_in, figure, figures_of, improves, mode_for
+from .best import BEST_CHECKPOINT, best_in, figure, figures_of, improves, mode_for
 from .checkpoint import (
     CheckpointError,
     CheckpointWriter,
@@ -122,8 +122,6 @@ class Engine:
         self._writer = CheckpointWriter(self._ckpt_dir, config.keep_checkpoints, self._saves.put)
         self._schedule = CheckpointSchedule(config)
         self._epochs_timed = 0
-        self._best: Best | None = None  # --monitor's best epoch, once known
-        self._best_known = False  # restored from the history on the first epoch's end
         self._finish_reported = 0.0
         self.trainer: Trainer | None = None
         self._advisor = Advisor()
@@ -438,9 +436,6 @@ class Engine:
         if not monitor:
             return
         mode = mode_for(monitor, self.config.mode)
-        if not self._best_known:  # a resumed run: the best of the epochs before it
-            self._best = best_in(self.trainer.progress.history[:-1], monitor, mode)
-            self._best_known = True
         value = figure(event, monitor)
         if value is None:
             if not self.trainer.evaluated:
@@ -449,9 +444,9 @@ class Engine:
             raise TaskError(f"--monitor {monitor}: the epochs have no figure of that name; they "
                             f"have {', '.join(figures_of(event))}. This epoch's checkpoint is "
                             "saved: resume with --resume --monitor NAME")
-        if not improves(value, self._best, mode):
+        # The epochs before this one, from the history a resumed run restored too
+        if not improves(value, best_in(self.trainer.progress.history[:-1], monitor, mode), mode):
             return
-        self._best = Best(value, event.epoch)
         self._save_checkpoint(self.trainer, best=(monitor, mode, value))
 
     def _report_finish(self, event: EpochEnded) -> None:

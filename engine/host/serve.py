@@ -30,20 +30,10 @@ from .server import HostServer
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
-    request_name = argv[1] if len(argv) > 1 else REQUEST_NAME
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
-    try:
-        check_private_dir(run_dir)
-    except UnsafePathError as error:
-        print(f"ctui: error: {error.strerror}", file=sys.stderr, flush=True)
-        return 2
-    previous_host = read_json(run_dir / HOST_FILE)
-    try:  # held, open, until this process ends
-        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
-    except (RunBusy, OSError):
-        return _start_failed(run_dir, "this run is already served by another live host", 2)
-    request = read_json(run_dir / Path(request_name).name)
-    (run_dir / Path(request_name).name).unlink(missing_ok=True)
+    taken = take_over(run_dir, argv[1] if len(argv) > 1 else REQUEST_NAME)
+    if isinstance(taken, int):
+        return taken
+    previous_host, request = taken
     started = time.time()
     print(f"--- run host pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}",
           flush=True)
@@ -57,8 +47,29 @@ def main(argv: list[str] | None = None) -> int:
         else:
             (run_dir / HOST_FILE).unlink(missing_ok=True)
         message, code = _start_error(error)
-        return _start_failed(run_dir, message, code)
+        return start_failed(run_dir, message, code)
     return _serve(engine, run_dir, started)
+
+
+def take_over(run_dir: Path, request_name: str) -> tuple[dict, dict] | int:
+    """What every run host (training or program) does first: outlive the terminal, refuse a
+    folder that is not safely ours, hold the run's lock for life, then take (and remove) its
+    start request. (the previous host.json, the request), or the exit code once it said why."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
+    try:
+        check_private_dir(run_dir)
+    except UnsafePathError as error:
+        print(f"ctui: error: {error.strerror}", file=sys.stderr, flush=True)
+        return 2
+    previous_host = read_json(run_dir / HOST_FILE)
+    try:  # held, open, until this process ends
+        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
+    except (RunBusy, OSError):
+        return start_failed(run_dir, "this run is already served by another live host", 2)
+    request_path = run_dir / Path(request_name).name
+    request = read_json(request_path)
+    request_path.unlink(missing_ok=True)
+    return previous_host, request
 
 
 def _build_engine(request: dict):
@@ -79,7 +90,7 @@ def _start_error(error: Exception) -> tuple[str, int]:
     return (f"{name}: {first_line(error)}" if str(error).strip() else name), EXIT_FAILED
 
 
-def _start_failed(run_dir: Path, message: str, code: int) -> int:
+def start_failed(run_dir: Path, message: str, code: int) -> int:
     print(f"ctui: error: {message}", file=sys.stderr, flush=True)
     write_json(run_dir / f"host-error-{os.getpid()}.json", {"message": message, "exit_code": code})
     return code

@@ -31,11 +31,10 @@ from ..events import (
     StateChanged,
 )
 from ..host.protocol import END_FILE, HOST_FILE, REQUEST_NAME
-from ..host.registry import count_field, last_epoch, read_json, write_json
+from ..host.registry import count_field, last_epoch, write_json
+from ..host.serve import start_failed, take_over
 from ..host.server import HostServer
-from ..run_folder import RunBusy, hold_lock, owner_alive
 from ..runs import read_metrics
-from ..safefs import UnsafePathError, check_private_dir
 from ..sinks.jsonl import MetricsFile
 from .loaders import LoaderBridge, observe_folder
 from .output_log import tail_text
@@ -47,26 +46,16 @@ from .supervisor import Supervisor
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
-    request_name = Path(argv[1] if len(argv) > 1 else REQUEST_NAME).name
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
-    try:
-        check_private_dir(run_dir)
-    except UnsafePathError as error:
-        print(f"ctui: error: {error.strerror}", file=sys.stderr, flush=True)
-        return 2
-    previous_host = read_json(run_dir / HOST_FILE)
-    try:  # held, open, until this process ends
-        hold_lock(run_dir, still_alive=lambda: owner_alive(run_dir))
-    except (RunBusy, OSError):
-        return _start_failed(run_dir, "this run is already served by another live host", 2)
-    request = read_json(run_dir / request_name)
-    (run_dir / request_name).unlink(missing_ok=True)
+    taken = take_over(run_dir, argv[1] if len(argv) > 1 else REQUEST_NAME)
+    if isinstance(taken, int):
+        return taken
+    previous_host, request = taken
     try:
         spec = ProgramSpec.from_dict(request.get("program"))
     except ConfigError as error:
-        return _start_failed(run_dir, f"no program to run: {error}", 2)
+        return start_failed(run_dir, f"no program to run: {error}", 2)
     if not os.path.isdir(spec.cwd):
-        return _start_failed(run_dir, f"--cwd {spec.cwd} is not a folder", 2)
+        return start_failed(run_dir, f"--cwd {spec.cwd} is not a folder", 2)
     resume = request.get("resume") is True
     started = time.time()
     print(f"--- program host pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
@@ -87,12 +76,6 @@ def _sampler() -> ProcessSampler | None:
     except Exception as error:  # psutil cannot read /proc here: no process panel
         print(f"host: no process sampling: {error}", flush=True)
         return None
-
-
-def _start_failed(run_dir: Path, message: str, code: int) -> int:
-    print(f"ctui: error: {message}", file=sys.stderr, flush=True)
-    write_json(run_dir / f"host-error-{os.getpid()}.json", {"message": message, "exit_code": code})
-    return code
 
 
 def _serve(supervisor: Supervisor, run_dir: Path, host: dict, resume: bool) -> int:
