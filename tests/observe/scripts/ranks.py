@@ -17,4 +17,5 @@ for epoch in range(2):
         model(x).sum().backward()
 # One write: the ranks share the pipe, and print() under PYTHONUNBUFFERED writes piecewise.
 os.write(1, f"RANK {dist.get_rank()} done\n".encode())
+dist.barrier()  # no rank tears gloo down while the other still talks to it (an abort, -6)
 dist.destroy_process_group()
