@@ -30,8 +30,10 @@ def test_a_clip_style_script_with_dict_batches_and_tqdm_is_observed(observed):
 
 
 def test_epoch_seconds_agree_with_the_scripts_own_timer(observed):
+    # Epochs of about a second: a scheduling stall of a loaded machine between the script's
+    # clock and the loader's first batch (tens of ms) is then well inside 2%.
     out = observed.run("clip_style.py", "--epochs", "3", "--size", "1024", "--side", "16",
-                       "--repeat", "2").stdout
+                       "--repeat", "16").stdout
     own = [float(epoch[3]) for epoch in epochs(out)]
     measured = [p["seconds"] for p in observed.records("pass")]
     assert len(measured) == 3
