@@ -194,6 +194,9 @@ class GpuSampler:
 # ---------------------------------------------------------------- host
 
 
+WORKER_NAME = "pt_data_worker"  # torch.utils.data's worker processes, as Linux names them
+
+
 class HostSampler:
     """CPU, memory, load and the run's DataLoader workers, through psutil."""
 
@@ -242,11 +245,13 @@ class HostSampler:
         run_pids = {pid} | {child.pid for child in children}
         count, cpu = 0, 0.0
         alive = {}
+        named = self._named_workers(children)
         for child in children:
             process = self._watched.get(child.pid, child)
             alive[child.pid] = process
             try:
-                if self._is_helper(process, pid):
+                if (child.pid not in named) if named is not None else \
+                        self._is_helper(process, pid):
                     continue
                 percent = process.cpu_percent(None)  # 0.0 the first time a process is seen
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -255,6 +260,20 @@ class HostSampler:
             cpu += percent
         self._watched = alive
         return count, cpu, run_pids
+
+    def _named_workers(self, children: list) -> set[int] | None:
+        """The pids of the DataLoader workers by their name (PyTorch names each worker
+        process pt_data_worker on Linux), so compile workers, a forkserver or a logger's
+        process never count; None where no child carries the name (other systems)."""
+        named = set()
+        for child in children:
+            try:
+                if child.name() == WORKER_NAME:
+                    named.add(child.pid)
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied,
+                    self._psutil.ZombieProcess):
+                continue
+        return named or None
 
     def _is_helper(self, process: Any, host_pid: int) -> bool:
         command = " ".join(process.cmdline())

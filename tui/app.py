@@ -28,6 +28,7 @@ from ctui.engine.events import (
     LogLine,
     Pause,
     Resume,
+    ScriptScalars,
     SetBatchSize,
     SetNumWorkers,
     Start,
@@ -39,6 +40,7 @@ from ctui.engine.events import (
 )
 from ctui.engine.host.registry import RunInfo
 from ctui.engine.live_settings import LIVE_SETTINGS
+from ctui.engine.runs import NOT_NEXT, clear_next_settings, write_next_settings
 from ctui.engine.telemetry import Snapshot, Telemetry
 
 from .commands import PanelCommands
@@ -59,6 +61,8 @@ from .picker_screen import PickerScreen
 from .process_panel import ProcessPanel
 from .program_run import ProgramRunMixin
 from .reader import EventReader
+from .runs_view import RunsScreen
+from .script_logs import ScriptLogsPanel
 from .terminal_view import TerminalView
 from .training_panel import TrainingPanel
 from .tune_screen import TuneScreen
@@ -107,6 +111,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._generation = 0
         self._dirty = True
         self._opening = False  # a start or attach is under way
+        self._tune_asked = False  # this panel sent Tune on this connection: offer its result
         self._init_program_run()
 
     def compose(self) -> ComposeResult:
@@ -114,6 +119,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
             with Vertical(id="left"):
                 yield TrainingPanel(self.clock, id="training")
                 yield ProcessPanel(id="processes")  # a program run's
+                yield ScriptLogsPanel(id="script-logs")  # a program run's TensorBoard scalars
             with Vertical(id="gauges"):
                 yield GpuPanel(id="gpu")
                 yield HostPanel(id="host")
@@ -185,8 +191,10 @@ class CtuiApp(ProgramRunMixin, App[None]):
         before = self.model.state
         self.model.apply(event)
         self._dirty = True
-        if isinstance(event, TuneReport):
-            self.push_screen(TuneScreen(event), self._apply_tune)
+        if isinstance(event, ScriptScalars):
+            self.query_one(ScriptLogsPanel).add(event)
+        elif isinstance(event, TuneReport):
+            self._offer_tune(event)
         elif isinstance(event, Failed):
             self.notify(event.message, severity="error", markup=False, timeout=10)
         elif isinstance(event, StateChanged) and event.state != before:
@@ -268,7 +276,9 @@ class CtuiApp(ProgramRunMixin, App[None]):
                 except (OSError, ValueError) as error:  # a damaged or foreign config.json
                     self.say(f"cannot resume {run.name}: {error}")
                     return None
-                return await self._start(config, "latest")
+                started = await self._start(config, "latest")
+                await asyncio.to_thread(clear_next_settings, run.run_dir)  # now its own
+                return started
             if answer != "new":
                 return None
         return await self._start(RunConfig(runs_dir=str(launch.runs_dir)), None)
@@ -285,6 +295,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
             self._reader.close()
         self._generation += 1
         generation = self._generation
+        self._tune_asked = False  # a report in the history was offered (or not) before
         self.current_run = run
         self.model = RunModel(name=run.name, run_dir=str(run.run_dir), connected=True,
                               telemetry=self.model.telemetry, gpu_history=self.model.gpu_history)
@@ -365,6 +376,8 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._opening = True
         try:
             run = await self._start(config, resume)
+            if resume:  # the resumed run records them as its own settings now
+                await asyncio.to_thread(clear_next_settings, config.run_dir)
             await self.attach(run)
         except Exception as error:
             self.say(f"could not start the run: {first_line(error)}", "error")
@@ -472,12 +485,24 @@ class CtuiApp(ProgramRunMixin, App[None]):
                 self.send(setting.command_for(changes[name]))
         later = {k: v for k, v in changes.items() if not live or k not in LIVE_SETTINGS}
         self.next_config = self._current_config().replace(**changes)
-        if live and len(later) < len(changes):
-            self.say("sent: " + ", ".join(f"{k}={changes[k]}" for k in changes
-                                          if k not in later) + " (from the next step)")
+        # The live ones are told by the run's answers: one line per change, not two.
         if later:
             self.say("for the next run (s) or resume (r): "
                      + ", ".join(f"{k}={v}" for k, v in later.items()))
+            if self.current_run is not None:
+                self._keep_for_next(self.current_run.run_dir, later)
+
+    @work(thread=True, group="keep")
+    def _keep_for_next(self, run_dir: Path, changes: dict) -> None:
+        """Keep the edits with the run (next.json), so a detach, reattach or resume keeps
+        them; the task is not kept (a file in the run folder never chooses code to run)."""
+        kept = {k: v for k, v in changes.items() if k not in NOT_NEXT}
+        try:
+            if kept:
+                write_next_settings(run_dir, kept)
+        except (OSError, ValueError) as error:
+            self.call_from_thread(self.say, f"could not keep the edits with the run: "
+                                  f"{first_line(error)}", "warning")
 
     def action_autotune(self) -> None:
         if self._refuse_for_program("autotune") or self._refuse_unless_live("autotune"):
@@ -486,7 +511,17 @@ class CtuiApp(ProgramRunMixin, App[None]):
             self.say(f"autotune needs a running run; it is {self.model.state}", "warning")
             return
         self.send(Tune())
+        self._tune_asked = True
         self.say("autotune: timing short trials of workers and batch size (up to 60 s)")
+
+    def _offer_tune(self, report: TuneReport) -> None:
+        """The result dialog, only for a tune this panel asked for on this connection: a
+        report in the history of a reattached run (applied or not), or from `ctui tune` or
+        another panel, stays in the log, where the run says what it found."""
+        if not self._tune_asked or not self.model.live:
+            return
+        self._tune_asked = False
+        self.push_screen(TuneScreen(report), self._apply_tune)
 
     def _apply_tune(self, apply: bool | None) -> None:
         report, settings = self.model.tune_report, self.model.settings
@@ -511,6 +546,9 @@ class CtuiApp(ProgramRunMixin, App[None]):
 
     def action_show_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_show_runs(self) -> None:
+        self.push_screen(RunsScreen(self.launch.runs_dir))
 
     def action_request_quit(self) -> None:
         model = self.model

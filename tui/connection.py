@@ -15,7 +15,7 @@ from typing import Protocol
 from ctui.engine.config import RunConfig
 from ctui.engine.events import Command, Event
 from ctui.engine.host.registry import RunInfo
-from ctui.engine.runs import read_metrics, recorded_settings
+from ctui.engine.runs import read_metrics, read_next_settings, recorded_settings
 
 
 class RunConnection(Protocol):
@@ -57,13 +57,15 @@ class HostBackend:
 
 
 def saved_config(run_dir: Path) -> RunConfig:
-    """The settings a run was started with, and the batch size and workers of its last epoch
-    (changed live, perhaps), for resuming it. Torch-free, unlike reading the checkpoint."""
+    """The settings a run was started with, the batch size and workers of its last epoch
+    (changed live, perhaps), and the edits kept for its next start or resume (`e`), for
+    resuming it. Torch-free, unlike reading the checkpoint."""
     settings = recorded_settings(run_dir)
     for record in reversed(read_metrics(run_dir)):
         if record.get("type") == "epoch":
             settings["batch_size"] = record.get("batch_size") or settings.get("batch_size")
             settings["num_workers"] = record.get("num_workers", settings.get("num_workers"))
             break
+    settings.update(read_next_settings(run_dir))
     settings["run_dir"] = os.fspath(run_dir)
     return RunConfig.from_dict(settings)

@@ -115,6 +115,9 @@ class EditScreen(ModalScreen[dict | None]):
             yield Static(self.hint or hint, classes="note")
             yield Static("", id="error")
 
+    def on_mount(self) -> None:
+        self.query(Input).first().focus()  # typing and enter work at once
+
     def action_apply(self) -> None:
         texts = {name: self.query_one(f"#set-{name}", Input).value
                  for name in self.names}

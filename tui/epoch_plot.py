@@ -24,7 +24,7 @@ def plot_text(epochs: list[EpochEnded], width: int, height: int, color: bool = T
     figure.subplots(1, 2)
     xs = [event.epoch for event in epochs]
     timing = figure.subplot(1, 1)
-    timing.title("seconds per epoch")
+    timing.title("s per epoch, train+eval")  # what an epoch costs, evaluation included
     timing.draw(timing.signal(xs, [e.train_seconds + e.eval_seconds for e in epochs],
                               marker="braille").lines())
     quality = figure.subplot(1, 2)
@@ -39,7 +39,7 @@ def plot_text(epochs: list[EpochEnded], width: int, height: int, color: bool = T
                                     marker="braille", yside="right").lines())
     for plot in (timing, quality):
         plot.ruler("x").ticks(xs if len(xs) <= 8 else None)
-    rendered = BACKGROUND.sub("", str(figure.build()))
+    rendered = BACKGROUND.sub("", str(figure.build())).rstrip("\n")  # no blank last row
     return Text.from_ansi(rendered) if color else Text(re.sub(r"\x1b\[[0-9;]*m", "", rendered))
 
 
@@ -75,8 +75,8 @@ class EpochPlot(Static):
         if len(epochs) < 2:
             self.update(Text("The plot appears after two epochs.", style="dim"))
             return
-        plot = plot_text(epochs, width, height - 2, color=not self.app.no_color)
+        plot = plot_text(epochs, width, height - 1, color=not self.app.no_color)
         name, _ = judged_by(epochs)
-        legend = Text.from_markup("[blue]━[/] seconds  [blue]━[/] test loss  [green]━[/] ")
+        legend = Text.from_markup("[blue]━[/] train+eval s  [blue]━[/] test loss  [green]━[/] ")
         legend.append(name)
         self.update(Group(plot, legend))

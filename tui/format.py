@@ -25,6 +25,15 @@ def clock(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def tail(label: str, text: str, width: int) -> str:
+    """label + text in `width` cells, cutting the text's start when it is too long: the end
+    of a path or address is the part that tells runs apart."""
+    room = width - len(label)
+    if len(text) <= room:
+        return label + text
+    return label + "…" + text[len(text) - max(room - 1, 1):]
+
+
 def ago(seconds: float) -> str:
     """How long ago, to the unit that matters: 8s, 3m 12s, 2h 05m."""
     seconds = int(max(seconds, 0))

@@ -8,6 +8,7 @@ from textual.widgets import Static
 
 from .format import bar, core_bars, used_of
 from .model import RunModel
+from .process_panel import program_workers
 
 
 class HostPanel(Static):
@@ -32,10 +33,23 @@ class HostPanel(Static):
         ram.append(f" {used_of(host.ram_used_mb, host.ram_total_mb)}")
         load = "n/a" if host.load_average is None else " ".join(
             f"{value:.2f}" for value in host.load_average)
-        if host.workers is None:
+        if model.program_run:  # its processes are not all workers: count those named so
+            workers = program_workers(model)
+        elif host.workers is None:
             workers = Text("workers: n/a", style="dim")
         else:
-            workers = Text(f"workers {host.workers}")
+            workers = Text(worker_count(host.workers, model))
             if host.workers_cpu_percent is not None:
                 workers.append(f" using {host.workers_cpu_percent:.0f}% CPU")
         return Group(cpu, ram, Text(f"load {load}"), workers)
+
+
+def worker_count(processes: int, model: RunModel) -> str:
+    """'workers 2', or 'workers 2 + 2 eval' when the test loader's workers (kept alive between
+    evaluations) are there too, so the count matches the num_workers setting."""
+    settings = model.settings
+    if settings is not None and settings.num_workers and \
+            processes == 2 * settings.num_workers and not model.program_run:
+        return f"workers {settings.num_workers} + {settings.num_workers} eval"
+    return f"workers {processes}"
+

@@ -62,6 +62,8 @@ ACTIONS: tuple[PanelAction, ...] = (
     PanelAction("v", "v", "toggle_plot", "view", "Show the epoch plot instead of the table "
                 "(narrow terminals); a program run: its terminal, table or plot",
                 footer=(PROGRAM,)),
+    PanelAction("l", "l", "show_runs", "runs", "List the runs in the runs folder and compare "
+                "them: differing settings, best, speed, curves overlaid", footer=()),
     PanelAction("question_mark", "?", "show_help", "help", "Show the keys and what they do"),
     PanelAction("q", "q", "request_quit", "quit",
                 "Quit the panel: training goes on unless you choose to stop it"),

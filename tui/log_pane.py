@@ -14,7 +14,11 @@ LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
 
 class LogPane(RichLog):
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, **kwargs)
+        # min_width=1: RichLog renders at least 78 cells wide by default, so on an 80-column
+        # terminal the scrollbar covered each line's last characters. The CSS keeps the
+        # scrollbar's gutter from the start, so lines written before it appears fit too.
+        super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, min_width=1,
+                         **kwargs)
         self.border_title = "Log"
 
     def add(self, line: LogLine) -> None:

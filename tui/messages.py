@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from ctui.engine.events import Event, ProcessTree, StepLogged
+from ctui.engine.events import Event, Position, ProcessTree, StepLogged
 from ctui.engine.telemetry import Snapshot
 
-LATEST_VALUE = (StepLogged, ProcessTree)  # a newer one makes a pending one worthless
+LATEST_VALUE = (StepLogged, Position, ProcessTree)  # a newer one makes a pending one worthless
 
 
 class RunEvent(Message):
@@ -24,8 +24,8 @@ class RunEvent(Message):
         self.generation = generation
 
     def can_replace(self, message: Message) -> bool:
-        # Only step figures and process lists are "latest value" events; every other event
-        # (program output included) must arrive.
+        # Only step figures, positions and process lists are "latest value" events; every other
+        # event (program output included) must arrive.
         return (isinstance(message, RunEvent) and isinstance(self.event, LATEST_VALUE)
                 and type(message.event) is type(self.event)
                 and message.generation == self.generation)

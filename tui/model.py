@@ -20,10 +20,12 @@ from ctui.engine.events import (
     LoaderPass,
     LoggersInfo,
     LogLine,
+    Position,
     ProcessTree,
     ProgramExited,
     ProgramOutput,
     ProgramStarted,
+    RankStats,
     ResizeTerminal,
     Settings,
     State,
@@ -54,7 +56,10 @@ class RunModel:
     state: str = ""  # "" until the first StateChanged: nothing attached yet
     reason: str = ""
     settings: Settings | None = None
-    step: StepLogged | None = None
+    step: StepLogged | None = None  # the latest logged figures (loss, speed, lr)
+    at: StepLogged | Position | None = None  # where training is: the newer of the two
+    samples_in_epoch: int = 0  # from Position events; 0 until one came
+    lr: float | None = None  # the rate in force: of the latest step logged or settings sent
     epochs: list[EpochEnded] = field(default_factory=list)
     last_checkpoint: CheckpointSaved | None = None
     best: BestCheckpoint | None = None  # --monitor's best epoch so far
@@ -62,6 +67,7 @@ class RunModel:
     loggers: LoggersInfo | None = None
     tune_report: TuneReport | None = None
     failure: Failed | None = None
+    ranks: RankStats | None = None  # a data-parallel job's ranks, at the latest logged step
     new_log: list[LogLine] = field(default_factory=list)  # not yet shown in the log pane
     telemetry: Snapshot | None = None
     gpu_history: dict[int, deque] = field(default_factory=dict)
@@ -82,11 +88,16 @@ class RunModel:
 
     def apply(self, event: Event) -> None:
         if isinstance(event, StepLogged):
-            self.step = event
+            self.step = self.at = event
+            self.lr = event.lr
+        elif isinstance(event, Position):
+            self.at = event
+            self.samples_in_epoch = event.samples_in_epoch
         elif isinstance(event, StateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, Settings):
             self.settings = event
+            self.lr = event.lr  # sent at start, after a change, and when an epoch's decay applies
             self.run_dir = event.run_dir or self.run_dir
             self.program_run = self.program_run or event.task == PROGRAM_TASK
         elif isinstance(event, EpochEnded):
@@ -105,6 +116,8 @@ class RunModel:
         elif isinstance(event, Failed):
             self.failure = event
             self.new_log.append(LogLine(level="error", message=event.message, time=event.time))
+        elif isinstance(event, RankStats):
+            self.ranks = event
         elif isinstance(event, PROGRAM_EVENTS):
             self._apply_program(event)
         if isinstance(event, LogLine):
@@ -184,20 +197,34 @@ class RunModel:
 
     # ------------------------------------------------------------ derived figures
 
+    @property
+    def fraction(self) -> float | None:
+        """How much of the current epoch is trained, from the latest position."""
+        at = self.at
+        if isinstance(at, Position) and at.samples_in_epoch:
+            return at.samples_seen / at.samples_in_epoch
+        if at is not None and at.steps_in_epoch:
+            return at.step / at.steps_in_epoch
+        return None
+
     def epoch_seconds_left(self) -> float | None:
-        """Seconds to the end of the current epoch's training, from the latest step figures."""
-        step, settings = self.step, self.settings
-        if step is None or settings is None or step.samples_per_second <= 0:
+        """Seconds to the end of the current epoch's training: the samples left at the
+        latest logged speed."""
+        at, step, settings = self.at, self.step, self.settings
+        if at is None or step is None or settings is None or step.samples_per_second <= 0:
             return None
-        remaining_steps = max(step.steps_in_epoch - step.step, 0)
-        return remaining_steps * settings.batch_size / step.samples_per_second
+        if self.samples_in_epoch:
+            left = max(self.samples_in_epoch - at.samples_seen, 0)
+        else:  # no Position yet: count the steps left at the batch size in force
+            left = max(at.steps_in_epoch - at.step, 0) * settings.batch_size
+        return left / step.samples_per_second
 
     def run_seconds_left(self) -> float | None:
         """Seconds to the end of the run: this epoch's rest plus the mean finished epoch."""
         this_epoch = self.epoch_seconds_left()
-        if this_epoch is None or self.settings is None or self.step is None:
+        if this_epoch is None or self.settings is None or self.at is None:
             return None
-        later = self.settings.epochs - self.step.epoch
+        later = self.settings.epochs - self.at.epoch
         if later <= 0:
             return this_epoch
         if not self.epochs:
@@ -208,8 +235,8 @@ class RunModel:
 
     @property
     def current_epoch(self) -> int:
-        if self.step is not None:
-            return self.step.epoch
+        if self.at is not None:
+            return self.at.epoch
         return self.epochs[-1].epoch if self.epochs else 0
 
 

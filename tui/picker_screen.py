@@ -18,7 +18,7 @@ def describe(run: RunInfo) -> str:
 
 
 class PickerScreen(ModalScreen[RunInfo | None]):
-    BINDINGS = [Binding("escape", "cancel", "Quit")]
+    BINDINGS = [Binding("escape,q", "cancel", "Quit")]
 
     def __init__(self, runs: list[RunInfo]) -> None:
         super().__init__()

@@ -13,8 +13,9 @@ from textual.widgets import Static
 
 from ctui.engine.events import State
 
-from .format import ago, bar, clock
+from .format import ago, bar, clock, tail
 from .model import RunModel, exit_line
+from .ranks import rank_lines
 
 STATE_STYLES = {
     State.RUNNING: "bold green", State.PAUSED: "bold yellow", State.STOPPING: "bold yellow",
@@ -42,9 +43,11 @@ class TrainingPanel(Static):
         if not model.state:
             return Text("Connecting to the run…" if model.name else "Looking for runs…",
                         style="dim")
-        settings, step = model.settings, model.step
+        settings, step, at = model.settings, model.step, model.at
+        width = max(self.content_size.width, 20)
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(no_wrap=True)
+        # Rows wrap at spaces rather than cut: at 80 columns every number stays whole.
+        grid.add_column(overflow="fold")
         state = Text(model.state, style=STATE_STYLES.get(model.state, "bold"))
         if model.reason and model.state != State.RUNNING:
             state.append(f": {model.reason}", style="dim")
@@ -52,39 +55,44 @@ class TrainingPanel(Static):
 
         epochs = settings.epochs if settings else 0
         line = Text(f"epoch {model.current_epoch}/{epochs or '?'}")
-        if step is not None:
-            line.append(f"  step {step.step}/{step.steps_in_epoch}")
+        if at is not None:
+            line.append(f"  step {at.step}/{at.steps_in_epoch}")
         grid.add_row(line)
-
-        width = max(self.size.width - 24, 8)
-        fraction = step.step / step.steps_in_epoch if step and step.steps_in_epoch else None
-        if model.state == State.FINISHED:
-            fraction = 1.0
-        progress = bar(fraction, width, style="cyan")
-        progress.append(f" {fraction:4.0%}" if fraction is not None else "")
-        if model.state in (State.RUNNING, State.PAUSED) and step is not None:
-            progress.append(f" ETA {clock(model.epoch_seconds_left())}")
-            total = model.run_seconds_left()
-            if total is not None and settings and step.epoch < settings.epochs:
-                progress.append(f" run {clock(total)}", style="dim")
-        grid.add_row(progress)
+        grid.add_row(self._progress_line(model, width))
 
         if step is not None:
             grid.add_row(Text(f"{step.samples_per_second:,.0f} samples/s  "
-                              f"data wait {step.data_wait_fraction:.0%}  loss {step.loss:.4f}"))
+                              f"wait {step.data_wait_fraction:.0%}  loss {step.loss:.4f}"))
         if settings is not None:
-            # The rate in force: the latest logged step's (the scheduler changes it each epoch;
-            # Settings only come when a setting is changed).
-            lr = step.lr if step is not None else settings.lr
-            grid.add_row(Text(f"batch {settings.batch_size}  workers {settings.num_workers}  "
+            lr = model.lr if model.lr is not None else settings.lr
+            grid.add_row(Text(f"bs {settings.batch_size}  workers {settings.num_workers}  "
                               f"{settings.device} {settings.precision}  lr {lr:.3g}"))
+        for line in rank_lines(model.ranks):  # a data-parallel job: its ranks
+            grid.add_row(line)
         grid.add_row(self._checkpoint_line(model))
         if model.advice is not None and model.advice.message:
             grid.add_row(Text(f"▸ {model.advice.message}",
                               style=ADVICE_STYLES.get(model.advice.verdict, "")))
-        for line in self._logger_lines(model):
+        for line in self._logger_lines(model, width):
             grid.add_row(Text(line, style="dim"))
         return grid
+
+    @staticmethod
+    def _progress_line(model: RunModel, width: int) -> Text:
+        """The epoch's bar, share done and time left, in `width` cells: the bar takes what
+        the figures leave."""
+        fraction = 1.0 if model.state == State.FINISHED else model.fraction
+        figures = f" {fraction:4.0%}" if fraction is not None else ""
+        run_left = ""
+        if model.state in (State.RUNNING, State.PAUSED) and model.at is not None:
+            figures += f" ETA {clock(model.epoch_seconds_left())}"
+            total, settings = model.run_seconds_left(), model.settings
+            if total is not None and settings and model.at.epoch < settings.epochs:
+                run_left = f" run {clock(total)}"
+        progress = bar(fraction, max(width - len(figures) - len(run_left), 4), style="cyan")
+        progress.append(figures)
+        progress.append(run_left, style="dim")
+        return progress
 
     def _render_program(self, model: RunModel) -> Table:
         grid = Table.grid(padding=(0, 1))
@@ -112,26 +120,26 @@ class TrainingPanel(Static):
         saved, best = model.last_checkpoint, model.best
         if saved is None:
             line = Text("checkpoint: none yet", style="dim")
-        elif best is None:
-            return Text(f"checkpoint {ago(self._clock() - saved.time)} "
-                        f"(epoch {saved.epoch}, step {saved.step})")
-        else:  # the best fits on the line (80 columns) in place of the epoch and step
-            line = Text(f"checkpoint {ago(self._clock() - saved.time)}")
+        else:
+            line = Text(f"ckpt {ago(self._clock() - saved.time)}")
+            if best is None:
+                line.append(f"  epoch {saved.epoch} step {saved.step}", style="dim")
         if best is not None:
             line.append(f"  best {best.monitor} {best.value:.4g} @{best.epoch}", style="bold")
         return line
 
     @staticmethod
-    def _logger_lines(model: RunModel) -> list[str]:
+    def _logger_lines(model: RunModel, width: int) -> list[str]:
+        """Where the loggers write; a long path loses its start, not its end."""
         info = model.loggers
         if info is None:
             return []
         lines = []
         if info.tensorboard_dir:
-            lines.append(f"TensorBoard: {info.tensorboard_dir}")
+            lines.append(tail("TB ", info.tensorboard_dir, width))
         if info.wandb_mode:
             where = info.wandb_url or info.wandb_sync_command
-            lines.append(f"wandb {info.wandb_mode}" + (f": {where}" if where else ""))
+            lines.append(tail(f"wandb {info.wandb_mode}" + (": " if where else ""), where, width))
         return lines
 
 

@@ -3,6 +3,7 @@ logs) for the engine side of the CLI."""
 
 from __future__ import annotations
 
+from .compare_cmd import add_compare_command
 from .errors import Parser
 from .options import add_run_flags
 from .run_cmd import add_run_command
@@ -17,8 +18,8 @@ def build_parser() -> Parser:
         "not hours."), epilog=(
         "The control panel: `ctui` attaches to the live run (or offers to resume one, or "
         "starts the default task); `ctui train [flags]` starts a run and opens the panel on "
-        "it; `ctui attach [RUN]` opens it on a live run. Quitting the panel never stops "
-        "training."))
+        "it; `ctui attach [RUN]` opens it on a live run; `ctui serve` serves it to a browser "
+        "(see ctui serve --help). Quitting the panel never stops training."))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     train = commands.add_parser(
         "train", help="start or resume a training run",
@@ -33,6 +34,7 @@ def build_parser() -> Parser:
     add_run_command(commands)
     add_commands(commands)
     add_tune_command(commands)
+    add_compare_command(commands)
     return parser
 
 

@@ -40,7 +40,7 @@ from ..host import (
 from ..host.protocol import END_FILE
 from ..host.registry import UNREADABLE, read_json, run_info, run_kind, run_status
 from ..live_settings import LIVE_SETTINGS, LiveSetting, suggest
-from ..runs import METRICS_FILE
+from ..runs import METRICS_FILE, recorded_state
 from ..safefs import open_regular
 from ..sinks.console import epoch_line
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
@@ -50,10 +50,12 @@ if TYPE_CHECKING:
     from ..checkpoint import ResumePoint
 
 MAX_FOLLOW_READ = 16 * 2**20  # per poll, so a huge or growing file never fills memory
+MAX_REASON = 120  # characters of a failed run's error shown by `ctui ls`
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ls, stop, pause, resume, checkpoint, set and logs on the `ctui` parser."""
-    ls = commands.add_parser("ls", help="list runs: live, finished, stopped or interrupted",
+    ls = commands.add_parser("ls", help="list runs: live, paused, finished, stopped, failed or "
+                             "interrupted",
                              description="List the runs in the runs folder with their state, "
                              "epoch and last checkpoint.")
     _runs_dir_flag(ls)
@@ -142,12 +144,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     header = ("RUN", "STATUS", "EPOCH", "BEST", "LAST CHECKPOINT", "SAVED", "PID")
     rows = [header, *(_ls_row(info) for info in runs)]
-    full = [row for row in rows if len(row) == len(header)]
+    full = [row for row in rows if len(row) >= len(header)]  # a failed run's error follows
     widths = [max(len(row[column]) for row in (rows if column < 2 else full))
               for column in range(len(header))]
     for row in rows:  # an unreadable run's reason runs on past the EPOCH column
         print("  ".join(cell.ljust(width)
-                        for cell, width in zip(row, widths, strict=False)).rstrip())
+                        for cell, width in zip(row, [*widths, 0], strict=False)).rstrip())
     return EXIT_OK
 
 
@@ -156,13 +158,20 @@ def _ls_row(info: RunInfo) -> tuple[str, ...]:
     if info.status == UNREADABLE:
         return name, info.status, _printable(info.reason)
     status = info.status
+    if status == "live" and recorded_state(info.run_dir, info.pid) == State.PAUSED:
+        status = State.PAUSED  # live, but not training until resumed
     if info.kind == "program" and (info.exit_code is not None or info.signal):
         status += f" ({info.signal or f'exit {info.exit_code}'})"
     best = f"{_printable(info.best[0])} {info.best[1]:.4g} @{info.best[2]}" if info.best \
         else "-"
-    return (name, status, f"{info.epoch}/{info.epochs or '?'}", best,
-            _printable(info.last_checkpoint.name) if info.last_checkpoint else "-",
-            _ago(info.checkpoint_age), str(info.pid or "-"))
+    row = (name, status, f"{info.epoch}/{info.epochs or '?'}", best,
+           _printable(info.last_checkpoint.name) if info.last_checkpoint else "-",
+           _ago(info.checkpoint_age), str(info.pid or "-"))
+    if info.status == State.FAILED:  # what failed, after the columns
+        reason = read_json(info.run_dir / END_FILE).get("reason")
+        if isinstance(reason, str) and reason:
+            row += (_printable(reason[:MAX_REASON]),)
+    return row
 
 
 def _printable(text: str) -> str:

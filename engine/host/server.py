@@ -28,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..events import Command, Event, LogLine, Stop
+from ..events import Command, Event, LogLine, StateChanged, Stop
 from ..history import History
+from ..runs import record_state
 from .protocol import (
     HISTORY_END,
     MAX_LINE_BYTES,
@@ -202,6 +203,8 @@ class HostServer:
             event = self._inbox.popleft()
             line = encode(event)
             self._history.add(event.kind, line)
+            if isinstance(event, StateChanged):  # on this thread: training never waits on it
+                record_state(self.run_dir, event.state)
             if self._snapshot is not None:
                 self._since.append(line)
                 if len(self._since) > SNAPSHOT_TAIL:  # rejoin at the next attach instead

@@ -13,6 +13,7 @@ from ..events import (
     Event,
     Failed,
     LogLine,
+    Position,
     Settings,
     State,
     StateChanged,
@@ -55,14 +56,20 @@ class ConsolePrinter:
         self._progress = None
         self._bar = None
         self._next_plain_tenth = 1
+        self._settings_shown = False
 
     def show(self, event: Event) -> None:
         if isinstance(event, StepLogged):
             self._step(event)
+        elif isinstance(event, Position):
+            if self.interactive:  # a pipe gets lines with the loss, from StepLogged only
+                self._update_bar(event)
         elif isinstance(event, EpochEnded):
             self._end_bar()
             self.note(epoch_line(event))
-        elif isinstance(event, Settings):
+        elif isinstance(event, Settings) and not self._settings_shown:
+            # once: later ones (a live change, each epoch's learning rate) are told by answers
+            self._settings_shown = True
             self.note(f"run {event.run_dir}: task {event.task} on {event.device} "
                       f"({event.precision}), batch size {event.batch_size}, "
                       f"{event.num_workers} workers, {event.epochs} epochs")
@@ -84,7 +91,8 @@ class ConsolePrinter:
         if self.interactive:
             self._update_bar(event)
             return
-        # In a pipe or a log file: a plain line at each tenth of the epoch.
+        # In a pipe or a log file: a plain line at the first logged step (every --log-interval
+        # steps) past each tenth of the epoch, so never more often than either.
         if event.step * 10 >= event.steps_in_epoch * self._next_plain_tenth:
             self._next_plain_tenth = event.step * 10 // event.steps_in_epoch + 1
             self.note(f"epoch {event.epoch} step {event.step}/{event.steps_in_epoch}  "
@@ -93,7 +101,7 @@ class ConsolePrinter:
         if event.step >= event.steps_in_epoch:
             self._next_plain_tenth = 1
 
-    def _update_bar(self, event: StepLogged) -> None:
+    def _update_bar(self, event: StepLogged | Position) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -105,14 +113,24 @@ class ConsolePrinter:
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
                 transient=True, auto_refresh=True,
+                # Rich estimates the speed from the updates of this many seconds: a longer
+                # window than its 30 s default, so slow steps still get a time left.
+                speed_estimate_period=600.0,
             )
             self._progress.start()
             self._bar = self._progress.add_task("train", total=event.steps_in_epoch,
-                                                epoch=event.epoch, loss=event.loss)
+                                                epoch=event.epoch, loss="")
+        loss = {"loss": f"loss {event.loss:.4f}"} if isinstance(event, StepLogged) else {}
         self._progress.update(self._bar, completed=event.step, total=event.steps_in_epoch,
-                              epoch=event.epoch, loss=event.loss)
+                              epoch=event.epoch, **loss)
+
+    def time_left(self) -> float | None:
+        """The bar's estimate of the epoch's seconds left (None: no bar, or no estimate)."""
+        if self._progress is None:
+            return None
+        return self._progress.tasks[0].time_remaining
 
     def _end_bar(self) -> None:
         if self._progress is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ctui.engine.config import RunConfig
 from ctui.engine.events import (
+    Advice,
     Answer,
     CheckpointNow,
     CheckpointSaved,
@@ -21,8 +22,10 @@ from ctui.engine.events import (
     EpochEnded,
     Event,
     LoaderPass,
+    LoggersInfo,
     LogLine,
     Pause,
+    Position,
     ProcessTree,
     ProgramExited,
     ProgramOutput,
@@ -64,6 +67,26 @@ def events_until(predicate: Callable[[Event], bool]) -> list[Event]:
 def mid_run_events() -> list[Event]:
     """Running, in epoch 3 (two epochs in the table), before the run ends."""
     return events_until(lambda e: e.kind == "step" and e.epoch == 3 and e.step == 15)
+
+
+LONG_TENSORBOARD_DIR = ("/root/autodl-tmp/projects/handwriting-experiments/runs/"
+                        "digits-20250101-120000/tensorboard")
+
+
+def panel_events() -> list[Event]:
+    """Mid-run, with what makes the training pane crowded: the advisor's advice, TensorBoard
+    in a deep folder, the learning rate of epoch 3, and a position past the last logged step."""
+    events = mid_run_events()
+    last = events[-1]
+    settings = next(e for e in events if isinstance(e, Settings))
+    return [*events,
+            dataclasses.replace(settings, lr=0.49, time=last.time),
+            LoggersInfo(tensorboard_dir=LONG_TENSORBOARD_DIR, time=last.time),
+            Advice(verdict="input-bound", message="input-bound: 41% of step time waits for "
+                   "data; raise num_workers (now 0; try 2, this machine has 2 cores)",
+                   time=last.time),
+            Position(epoch=3, step=18, steps_in_epoch=23, samples_seen=1152,
+                     samples_in_epoch=1437, time=last.time + 0.5)]
 
 
 PROGRAM_RUN = "run-train-20250101-120000"
