@@ -89,11 +89,12 @@ class StagingBuffers:
         return staged
 
 
-def write_atomically(state: dict, path: Path) -> None:
+def write_atomically(state: dict, path: Path) -> bool:
     """checksum -> temp file (O_EXCL, unguessable name) -> fsync -> rename -> fsync folder.
-    Raises OSError on a full disk; a planted link is never written through."""
+    Raises OSError on a full disk; a planted link is never written through. False when the
+    filesystem cannot fsync the folder (a FUSE or network mount): the file itself was."""
     state = {**state, "checksum": payload_checksum(state)}
-    write_atomically_with(path, lambda handle: torch.save(state, handle))
+    return write_atomically_with(path, lambda handle: torch.save(state, handle))
 
 
 def payload_checksum(state: Any) -> int:
@@ -290,6 +291,7 @@ class SaveResult:
     seconds: float = 0.0  # the writer's share: serialising, fsync, rename
     error: str = ""
     best: tuple[str, str, float] | None = None  # ckpt-best.pt: (monitor, mode, value)
+    note: str = ""  # something to say once about where checkpoints go (not a failure)
 
 
 class CheckpointWriter:
@@ -310,6 +312,7 @@ class CheckpointWriter:
         self._pause_file = os.environ.get("CTUI_TEST_PAUSE_SAVE_UNTIL")
         self._pause_at = int(os.environ.get("CTUI_TEST_PAUSE_SAVE_AT", "1"))
         self._saves = 0
+        self._mount_noted = False  # said once that the folder's fsync is not supported
 
     def stage(self, state: dict) -> dict:
         """Wait for the save in flight, then copy `state` off the device into the buffers."""
@@ -332,17 +335,23 @@ class CheckpointWriter:
         _lower_this_threads_priority()
         start = time.perf_counter()
         path = Path(pending.path)
-        error = ""
+        error = note = ""
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._test_pause(path)
-            write_atomically(state, path)
+            # A folder fsync the mount does not support (Google Drive on Colab answers EINVAL)
+            # is not a failed save: the file was fsynced and renamed; say so once.
+            if not write_atomically(state, path) and not self._mount_noted:
+                self._mount_noted = True
+                note = (f"{self.folder} cannot be fsynced (a network or FUSE mount, such as "
+                        "Google Drive): checkpoints are written, fsynced and renamed, but this "
+                        "mount cannot promise a rename survives a crash of the machine")
             if pending.best is None:  # the best checkpoint is kept beside the last K
                 self._prune(keep_newest=path)
         except Exception as failure:  # torch wraps a full disk's OSError in a RuntimeError
             error = _reason(failure)
         self.on_done(dataclasses.replace(pending, seconds=time.perf_counter() - start,
-                                         error=error))
+                                         error=error, note=note))
 
     def _prune(self, keep_newest: Path) -> None:
         committed = [p for p in list_checkpoints(self.folder) if p != keep_newest]

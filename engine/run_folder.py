@@ -8,6 +8,7 @@ starts of one run never both write. Standard library only: the CLI decides befor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -36,6 +37,9 @@ from .safefs import (
 LOCK_NAME = "host.lock"  # held (flock) by the process training the run, for its whole life
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _held: dict[str, int] = {}  # run folder (real path) -> this process's lock descriptor
+_made: set[str] = set()  # run folders (real paths) claim_run_folder made in this process
+# What a run's set-up writes before training starts: all a run that failed to start leaves.
+_SET_UP_FILES = (CONFIG_FILE, LOCK_NAME, HOST_FILE, "metrics.jsonl")
 
 
 def is_run_folder(path: Path) -> bool:
@@ -70,11 +74,44 @@ def claim_run_folder(config: RunConfig, resume: object = None) -> Path:
         if not config.run_dir:
             raise ConfigError("resume", "say which run to continue: --run-dir DIR (run_dir=... "
                               "from Python); `ctui ls` lists the runs")
-        path = open_run_folder(Path(config.run_dir))
+        path, made = open_run_folder(Path(config.run_dir)), False
     else:
+        made = not (config.run_dir and os.path.lexists(config.run_dir))
         path = new_run_folder(config.run_dir, config.runs_dir, new_run_name(config))
     hold_lock(path, still_alive=lambda: owner_alive(path))
+    # Only this claim counts: a folder made by an earlier run of this process is that run's.
+    if made:
+        _made.add(os.path.realpath(path))
+    else:
+        _made.discard(os.path.realpath(path))
     return path
+
+
+def discard_unstarted(run_dir: Path) -> bool:
+    """Remove a run folder this process made for a run that then failed to start (a bad task,
+    data missing), so no empty run is left behind. Only the files set-up writes are removed;
+    a folder holding anything else is left as it is. True when the folder is gone."""
+    key = os.path.realpath(run_dir)
+    if key not in _made:
+        return False
+    _made.discard(key)
+    folder = Path(run_dir)
+    try:  # anything beyond what set-up writes (a checkpoint, a metric) keeps the folder
+        if set(os.listdir(folder)) - {*_SET_UP_FILES, "checkpoints"} or \
+                os.path.lexists(checkpoint_dir(folder)) and os.listdir(checkpoint_dir(folder)) \
+                or os.path.lexists(folder / "metrics.jsonl") and \
+                os.lstat(folder / "metrics.jsonl").st_size:
+            return False
+        for name in _SET_UP_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+        release_lock(folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(checkpoint_dir(folder))
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def owner_alive(run_dir: Path) -> bool:
@@ -187,9 +224,14 @@ class EndRecorder:
             self._reason = event.message
         if isinstance(event, StateChanged) and event.state in (State.FINISHED, State.STOPPED,
                                                                State.FAILED):
-            _write_json(self.run_dir / END_FILE, {
-                "state": event.state, "reason": self._reason or event.reason, "time": time.time(),
-                "host_started": self.host_started, "pid": os.getpid()})
+            record_end(self.run_dir, event.state, self._reason or event.reason,
+                       self.host_started)
+
+
+def record_end(run_dir: Path, state: str, reason: str, host_started: float) -> None:
+    """end.json: how the run ended (finished, stopped, failed) and why."""
+    _write_json(run_dir / END_FILE, {"state": state, "reason": reason, "time": time.time(),
+                                     "host_started": host_started, "pid": os.getpid()})
 
 
 def claim_headless_run(run_dir: Path) -> float:

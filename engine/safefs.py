@@ -98,8 +98,9 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600, durable: bool =
 
 
 def write_atomically_with(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o600,
-                          durable: bool = True) -> None:
-    """write_atomically, with `write(handle)` writing the contents (torch.save, say)."""
+                          durable: bool = True) -> bool:
+    """write_atomically, with `write(handle)` writing the contents (torch.save, say). Returns
+    False when the folder could not be fsynced (see fsync_dir): the file itself was."""
     temp, fd = create_temp(path, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -112,8 +113,7 @@ def write_atomically_with(path: Path, write: Callable[[BinaryIO], object], mode:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    if durable:
-        fsync_dir(path.parent)
+    return fsync_dir(path.parent) if durable else True
 
 
 def fsync_dir(folder: Path) -> bool:

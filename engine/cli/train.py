@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import BUILTIN_TASKS, ConfigError, RunConfig, load_toml
+from ..distributed.spec import wants_ranks
 from ..errors import CheckpointError, RunBusy, TaskError, start_error
 from ..events import State
 from ..host.registry import host_is_live
+from ..preflight import check_before_torch
 from ..run_folder import (
     EndRecorder,
     claim_headless_run,
@@ -22,7 +24,13 @@ from ..run_folder import (
     open_run_folder,
     owner_alive,
 )
-from ..runs import CHECKPOINT_NAME, CONFIG_FILE, recorded_settings
+from ..runs import (
+    CHECKPOINT_NAME,
+    CONFIG_FILE,
+    checkpoint_dir,
+    list_checkpoints,
+    recorded_settings,
+)
 from ..safefs import UnsafePathError
 from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
 
@@ -42,6 +50,7 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | Non
     if args.config:
         settings.update(load_toml(args.config))
     typed = typed_settings(args)
+    _check_early({**settings, **typed})
     point = None
     if args.resume is not None:
         point, resumed = resume_settings(args.resume, {**settings, **typed},
@@ -49,17 +58,26 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, ResumePoint | Non
         settings.update(resumed)
     settings.update(typed)
     config = RunConfig.from_dict(settings)
+    check_before_torch(config)  # the resumed run's own task and device too
     if point is not None and point.state is not None:
         _check_task(config, point, chosen="task" in typed or "task" in settings)
     return config, point
+
+
+def _check_early(settings: dict[str, Any]) -> None:
+    """The typed device and task, before a resume loads a checkpoint (and torch): a typo is
+    refused in a fraction of a second. Anything else invalid is left to the full check."""
+    try:
+        config = RunConfig.from_dict(settings)
+    except (ConfigError, TypeError):
+        return
+    check_before_torch(config)
 
 
 def resume_settings(resume: str, known: dict[str, Any], hold: bool
                     ) -> tuple[ResumePoint, dict[str, Any]]:
     """The checkpoint to continue from and the settings it brings. hold: take the run's lock
     first (this process trains it), so corrupt checkpoints may be moved aside."""
-    from ..checkpoint import ResumePoint, find_resume_point, load_checkpoint
-
     if not resume.strip():
         raise ConfigError("resume", "'' is not a checkpoint: give a checkpoint file, or "
                           "--resume alone with --run-dir DIR for the run's newest")
@@ -68,12 +86,19 @@ def resume_settings(resume: str, known: dict[str, Any], hold: bool
             raise ConfigError("resume", "say which run to continue with --run-dir DIR "
                               "(or give a checkpoint file: --resume PATH)")
         run_dir = _own_run_folder(Path(known["run_dir"]), hold)
-        point = find_resume_point("latest", run_dir, move_aside=hold)
         recorded = _recorded_settings(run_dir)
+        if not recorded and not list_checkpoints(checkpoint_dir(run_dir)):
+            raise ConfigError("resume", f"{run_dir} has nothing to resume: no checkpoint and no "
+                              "recorded settings; start a new run without --resume")
+        from ..checkpoint import find_resume_point  # loads torch: only with something to load
+
+        point = find_resume_point("latest", run_dir, move_aside=hold)
         if point.state is None and not recorded:
             raise ConfigError("resume", f"{run_dir} has nothing to resume: no checkpoint and no "
                               "recorded settings; start a new run without --resume")
         return point, {**recorded, **_live_settings(point), "run_dir": str(run_dir)}
+    from ..checkpoint import ResumePoint, load_checkpoint
+
     path = Path(resume)
     run_dir = path.parent.parent  # RUN/checkpoints/ckpt-....pt -> RUN
     if path.parent.name == "checkpoints" and CHECKPOINT_NAME.match(path.name) \
@@ -156,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         config, resume = build_config(args)
     except (ConfigError, CheckpointError, UnsafePathError, RunBusy) as error:
         fail(*start_error(error))
+    if args.headless and wants_ranks(config):
+        return run_ranks_headless(config, resume)
     if args.headless:
         return run_headless(config, resume)
     if getattr(args, "detach", False):
@@ -164,6 +191,21 @@ def run(args: argparse.Namespace) -> int:
     # reaching here; the engine alone can only train headless or detached.
     fail("choose --headless (train in this terminal) or --detach (train in a background "
          "host); plain `ctui train` opens the panel", EXIT_USAGE)
+
+
+def run_ranks_headless(config: RunConfig, resume: ResumePoint | None) -> int:
+    """--nproc-per-node/--nnodes: the elastic launcher runs the ranks; rank 0 prints here."""
+    from ..distributed.launch import JobError, run_job  # loads torch: the job is starting
+
+    if config.run_dir and host_is_live(Path(config.run_dir)):
+        fail(f"{config.run_dir} is being trained by a live run; attach to it with "
+             f"`ctui attach {config.run_dir}` instead", EXIT_USAGE)
+    try:
+        return run_job(config, str(resume.path) if resume and resume.path else None)
+    except (ConfigError, UnsafePathError, RunBusy) as error:
+        fail(*start_error(error))
+    except JobError as error:
+        fail(str(error), error.code)
 
 
 def run_headless(config: RunConfig, resume: ResumePoint | None) -> int:

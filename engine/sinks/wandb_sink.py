@@ -76,6 +76,11 @@ class WandbSink:
                              .encode(), durable=False)
         self._last_step = self._next_step = step  # the same step again merges into one row
 
+    def record_settings(self, settings: dict[str, Any]) -> None:
+        """The settings only the built run knows (the optimizer's own lr, momentum...), over
+        the flags' values in the run's config: a task's optimizer sets its own learning rate."""
+        self.run.config.update(settings, allow_val_change=True)
+
     def checkpoint_state(self) -> dict[str, Any]:
         return {RUN_ID_KEY: self.run.id, STEP_KEY: self._last_step}
 
@@ -108,7 +113,7 @@ def open_wandb(mode: str, wandb_dir: Path, settings: dict[str, Any], saved: dict
             project=None if os.environ.get("WANDB_PROJECT") else PROJECT,
             name=run_name, id=run_id, resume="allow" if run_id else None,
             allow_val_change=bool(run_id), dir=str(wandb_dir.parent), mode=init_mode,
-            config=settings, tags=[task_name], job_type="train", reinit="create_new",
+            config=settings, tags=[_tag(task_name)], job_type="train", reinit="create_new",
             settings=wandb.Settings(**run_settings),
         )
 
@@ -135,6 +140,14 @@ def open_wandb(mode: str, wandb_dir: Path, settings: dict[str, Any], saved: dict
     info = {"wandb_mode": mode, "wandb_url": (run.url or "") if mode == "online" else "",
             "wandb_sync_command": sync_command if mode == "offline" else ""}
     return WandbSink(run, saved, wandb_dir), info, notes
+
+
+def _tag(task_name: str) -> str:
+    """wandb refuses a tag over 64 characters (and the whole run with it): a user task's
+    path becomes its file and function, `sgd_task.py:build`, at most 64 characters."""
+    target, colon, function = task_name.rpartition(":")
+    short = f"{Path(target).name}:{function}" if colon and target else task_name
+    return short[-64:]
 
 
 def _read_mark(path: Path, run_id: str) -> int:

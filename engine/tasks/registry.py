@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import stat
 import sys
 from pathlib import Path
 
 from torch import nn
 
 from ..config import RunConfig
+from ..errors import user_error_line
+from ..preflight import task_file_problem
 from .base import Task, TaskError
 from .builtin import BUILTIN
 
@@ -25,7 +26,7 @@ def load_task(config: RunConfig) -> Task:
         raise
     except (Exception, SystemExit) as error:
         raise TaskError(f"--task {config.task}: build(config) raised "
-                        f"{_one_line(error)}") from error
+                        f"{user_error_line(error)}") from error
     _check(task, config.task)
     if task.name == "custom":
         task.name = config.task
@@ -56,11 +57,18 @@ def _module_from_import(target: str, spec: str):
                         "package.module:FUNCTION or FILE.py:FUNCTION") from None
     except (Exception, SystemExit) as error:
         raise TaskError(f"--task {spec}: importing {target} raised "
-                        f"{_one_line(error)}") from error
+                        f"{user_error_line(error)}") from error
 
 
 def _module_from_file(path: Path, spec: str):
-    _check_task_file(path, spec)
+    problem = task_file_problem(path)
+    if problem:
+        raise TaskError(f"--task {spec}: {problem}")
+    # As `python file.py` would: the file's own folder first on the path, so the modules
+    # beside it import (the user named the file; its folder is theirs to trust).
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     name = f"ctui_user_task_{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:  # not reached for a .py file
@@ -73,31 +81,8 @@ def _module_from_file(path: Path, spec: str):
     except (Exception, SystemExit) as error:  # SystemExit: a script's own argparse or exit()
         sys.modules.pop(name, None)
         raise TaskError(f"--task {spec}: loading {path} raised "
-                        f"{_one_line(error)}") from error
+                        f"{user_error_line(error)}") from error
     return module
-
-
-def _check_task_file(path: Path, spec: str) -> None:
-    """A user task file is a regular .py file: anything else (/etc/passwd, a folder, a FIFO
-    that would block the import) is refused before Python opens it."""
-    if path.suffix != ".py":
-        raise TaskError(f"--task {spec}: {path} is not a Python file; give FILE.py:FUNCTION "
-                        "(or package.module:FUNCTION)")
-    try:
-        mode = path.stat().st_mode  # follows a link: the user named this file
-    except FileNotFoundError:
-        raise TaskError(f"--task {spec}: file {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise TaskError(f"--task {spec}: cannot read {path} "
-                        f"({getattr(error, 'strerror', None) or error})") from None
-    if not stat.S_ISREG(mode):
-        raise TaskError(f"--task {spec}: {path} is not a regular file; give FILE.py:FUNCTION")
-
-
-def _one_line(error: BaseException) -> str:
-    """`Type: first line of the message`: a task's error must not break the one-line rule."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _check(task: object, spec: str) -> None:
