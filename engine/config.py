@@ -39,6 +39,7 @@ MAX_FAKE_CLASSES = 100_000  # the fake model's last layer has 256 weights per cl
 FAKE_CHANNELS = (1, 4)
 FAKE_SIDE = (4, 4096)
 MAX_SETTINGS_FILE = 1 << 20  # a --config file is a few lines
+MAX_RANKS = 4096  # --nproc-per-node and --nnodes: past any real job
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,14 @@ class RunConfig:
     # loggers
     tensorboard: bool = True
     wandb: str | None = None
+    # data parallel, with torchrun's meanings (engine/distributed): ranks per machine (a
+    # number, "gpu" or "auto"), machines, this machine's rank, rank 0's HOST:PORT, restarts
+    nproc_per_node: int | str = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    max_restarts: int = 0
+    rdzv_timeout: float = 900.0  # seconds the machines wait for each other to join
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -392,6 +401,29 @@ def _shape_parts(value: Any) -> tuple[int, int, int] | None:
     return tuple(value)
 
 
+def _nproc(name: str, value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value in ("gpu", "auto"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RANKS:
+        raise ConfigError(name, f"{_shown(value)} is not allowed; use a number of ranks from 1 "
+                          f"to {MAX_RANKS}, gpu (one per visible GPU) or auto (one per GPU, "
+                          "else 1)")
+    return value
+
+
+def _endpoint(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not (host and re.fullmatch(r"[\w.\-\[\]:]{1,253}", host) and port.isdigit()
+            and 0 < int(port) < 65536):
+        raise ConfigError(name, f"{_shown(value)} is not an endpoint: use HOST:PORT of the "
+                          "machine that runs rank 0, e.g. 10.0.0.1:29500")
+    return value
+
+
 _COUNT = _int_rule(1, MAX_COUNT)
 _RULES: dict[str, Callable[[str, Any], Any]] = {
     "task": _task,
@@ -426,4 +458,10 @@ _RULES: dict[str, Callable[[str, Any], Any]] = {
     "mode": _mode,
     "tensorboard": _bool,
     "wandb": _wandb,
+    "nproc_per_node": _nproc,
+    "nnodes": _int_rule(1, MAX_RANKS),
+    "node_rank": _int_rule(0, MAX_RANKS - 1),
+    "rdzv_endpoint": _endpoint,
+    "max_restarts": _int_rule(0, 1000),
+    "rdzv_timeout": _positive_number,
 }

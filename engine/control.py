@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .advisor import Advisor
 from .best import BEST_CHECKPOINT, best_in, figure, figures_of, improves, mode_for
@@ -36,7 +37,8 @@ from .checkpoint import (
 from .checkpoint_schedule import CheckpointSchedule
 from .config import ConfigError, RunConfig
 from .device import Placement, choose_placement
-from .errors import TaskError, first_line
+from .distributed.spec import ranks_line, restarts_so_far, wants_ranks
+from .errors import TaskError, first_line, user_error_line
 from .events import (
     Answer,
     BestCheckpoint,
@@ -49,6 +51,7 @@ from .events import (
     LoggersInfo,
     LogLine,
     Pause,
+    RankStats,
     Resume,
     SetBatchSize,
     SetNumWorkers,
@@ -63,11 +66,16 @@ from .events import (
 from .fanout import EventFanout, Sink
 from .gpu_utilisation import GpuUtilisation
 from .live_settings import LiveSetting, setting_of
-from .loop import StopTraining, Trainer, seed_everything
-from .run_folder import checkpoints_folder, claim_run_folder, release_lock
-from .runs import CONFIG_FILE, write_best, write_config
+from .loop import StopTraining, Trainer, optimizer_settings, seed_everything
+from .run_folder import checkpoints_folder, claim_run_folder, discard_unstarted, release_lock
+from .runs import CONFIG_FILE, checkpoint_dir, write_best, write_config
 from .sinks import MetricsFile
 from .tasks import Task, load_task
+
+if TYPE_CHECKING:
+    from .distributed.group import RankGroup
+
+_TIMED_SAVE = CheckpointNow()  # with ranks: rank 0's schedule asks for a save, nobody to answer
 
 
 class Engine:
@@ -78,26 +86,36 @@ class Engine:
     path, or a ResumePoint already loaded."""
 
     def __init__(self, config: RunConfig, *, resume: str | bool | ResumePoint | None = None,
-                 sinks: list[Sink] | None = None) -> None:
+                 sinks: list[Sink] | None = None, group: RankGroup | None = None) -> None:
         self.config = config
-        self.placement: Placement = choose_placement(config.device, config.amp)
+        # One rank of a data-parallel job (engine/distributed): rank 0 alone touches the run
+        # folder, which the launcher made and keeps locked for the whole job.
+        self.group = group
+        self.is_writer = group is None or group.is_writer
+        self.placement: Placement = choose_placement(group.device if group else config.device,
+                                                     config.amp)
         # The folder is adopted and locked before anything in it is read or written.
-        self.run_dir = claim_run_folder(config, resume)
+        self.run_dir = claim_run_folder(config, resume) if group is None else \
+            Path(config.run_dir)
         try:
             self._set_up(config, resume, sinks)
         except BaseException:
-            release_lock(self.run_dir)  # a notebook may try again in this process
+            if group is None:
+                discard_unstarted(self.run_dir)  # a folder made for a run that never started
+                release_lock(self.run_dir)  # a notebook may try again in this process
             raise
 
     def _set_up(self, config: RunConfig, resume: str | bool | ResumePoint | None,
                 sinks: list[Sink] | None) -> None:
-        self._ckpt_dir = checkpoints_folder(self.run_dir)
-        recorded = (self.run_dir / CONFIG_FILE).exists()
+        writer = self.is_writer
+        self._ckpt_dir = checkpoints_folder(self.run_dir) if writer else \
+            checkpoint_dir(self.run_dir)
+        recorded = (self.run_dir / CONFIG_FILE).exists() if writer else True
         if not recorded:  # first, so a kill at any later moment leaves the run's own settings
             write_config(self.run_dir, config, {})
         self._warnings: list[str] = []  # logged when the run starts
         self._notes: list[str] = []
-        for stale in remove_stale_temporaries(self._ckpt_dir):
+        for stale in remove_stale_temporaries(self._ckpt_dir) if writer else ():
             self._warnings.append(f"removed {stale.name}, a checkpoint half-written by a crash")
         self.resume_state, self.resume_path = self._find_resume(resume)
         if resume and self.resume_state is None and not recorded:
@@ -127,6 +145,15 @@ class Engine:
         self._advisor = Advisor()
         self.last_checkpoint: str | None = str(self.resume_path) if self.resume_path else None
         self.save_error = ""  # why the latest save failed, until one succeeds
+        self._agreed: tuple[Command, ...] = ()  # with ranks: commands agreed at this step
+        self._save_queued = False  # with ranks: rank 0 asked the others for a timed save
+        self._stop_queued = False
+        if not writer:  # the other ranks write nothing: no metrics, loggers or config
+            self._metrics = None
+            self.loggers_info = LoggersInfo()
+            for sink in sinks or []:
+                self.add_sink(sink)
+            return
         # Records past the checkpoint will be trained again: MetricsFile drops them.
         metrics = MetricsFile(
             self.run_dir,
@@ -211,9 +238,24 @@ class Engine:
     def set_num_workers(self, num_workers: int) -> None:
         self.send(SetNumWorkers(num_workers))
 
-    def events(self, history: bool = True) -> Iterator[Event]:
-        """Every event (the kept past first, when history is true) until the run ends."""
-        return self._fanout.events(history)
+    def events(self, history: bool = True, *, keep_running: bool = False) -> Iterator[Event]:
+        """Every event (the kept past first, when history is true) until the run ends.
+
+        A loop over it that is left before the run ends (Ctrl-C or another exception inside
+        it, or a break) stops the run with a checkpoint, as the loop was what watched it;
+        keep_running=True leaves it training."""
+        return self._watched_events(history, keep_running)
+
+    def _watched_events(self, history: bool, keep_running: bool) -> Iterator[Event]:
+        ended = False
+        try:
+            yield from self._fanout.events(history)
+            ended = True
+        finally:  # also when the consumer's exception drops the iterator (GeneratorExit)
+            if not ended and not keep_running and self._thread is not None and \
+                    self._state not in (State.FINISHED, State.STOPPED, State.FAILED):
+                self.stop("the loop over engine.events() was left (an exception or a break); "
+                          "events(keep_running=True) keeps a run training")
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the run ends (or the timeout passes); returns the state."""
@@ -248,8 +290,18 @@ class Engine:
             self.trainer = trainer = Trainer(self.config, self.task, self.placement,
                                              self._on_training_event,
                                              boundary=self._boundary,
-                                             after_epoch=self._after_epoch)
+                                             after_epoch=self._after_epoch, group=self.group)
             trainer.on_oom = self._after_oom
+            trainer.on_agreed = self._on_agreed
+            if self.group is not None and self.is_writer:
+                self._log(ranks_line(self.group, trainer.batch_size))
+            elif self.group is None and wants_ranks(self.config):
+                self._log("--nproc-per-node, --nnodes and --max-restarts apply to `ctui "
+                          "train`, which launches the ranks; this engine trains in one "
+                          "process", "warning")
+            # The epoch's training is saved before evaluation: a crash there resumes at it.
+            trainer.before_eval = lambda: self._save_checkpoint(trainer)
+            self._emit_optimizer_settings(trainer)
             if self.resume_state is not None:
                 from .state import restore
 
@@ -283,8 +335,16 @@ class Engine:
             self._writer.wait()
             self._drain_saves()
             message = first_line(error)
-            self._emit(Failed(message=f"{type(error).__name__}: {message}",
-                              detail=traceback.format_exc()))
+            # ctui's own advice stands alone; anything else says where the user's code failed
+            line = f"TaskError: {message}" if isinstance(error, TaskError) else \
+                user_error_line(error)
+            if self.group is not None and restarts_so_far() < self.config.max_restarts:
+                # The launcher starts the ranks again: not the run's end, for the panel and ls
+                self._log(f"{line}; the launcher restarts the ranks from the newest checkpoint "
+                          f"(restart {restarts_so_far() + 1} of {self.config.max_restarts})",
+                          "warning")
+                return
+            self._emit(Failed(message=line, detail=traceback.format_exc()))
             self._emit(StateChanged(state=State.FAILED, reason=message))
         finally:
             self._fanout.close()
@@ -305,11 +365,14 @@ class Engine:
 
     def _relay_metrics_messages(self) -> None:
         """metrics.jsonl's own news (a full disk, records held, written again) into the log."""
+        if self._metrics is None:
+            return
         for level, message in self._metrics.take_messages():
             self._log(message, level)
 
     def _tune(self, command: Tune) -> float:
         """Run the autotuner inside the live run; returns its seconds (left out of timing)."""
+        from .bottleneck import INPUT_BOUND, judge
         from .tuning import autotune
 
         budget = command.budget_seconds
@@ -319,11 +382,26 @@ class Engine:
             return 0.0
         self._answer(command, f"autotune: timing num_workers, then batch size, for up to "
                      f"{budget:.0f}s; training resumes where it was afterwards")
-        report = autotune(self.trainer, budget, os.cpu_count() or 1, self._log)
+        # The advisor's verdict, when it has one, decides which worker counts are tried; else
+        # the first trial's. The advisor then adopts it, and what the trials found about more
+        # workers: the two never disagree.
+        known = self._advisor.judgement()
+        trainer = self.trainer
+        report = autotune(trainer, budget, self._advisor.cores, self._log, known)
         self._emit(report)
-        self._log(f"autotune done in {report.seconds:.0f}s: best batch size "
+        self._log(f"autotune done in {report.seconds:.0f}s: {report.summary}; best batch size "
                   f"{report.best_batch_size} with {report.best_num_workers} workers "
                   "(not applied: set them to use them)")
+        workers = trainer.num_workers
+        no_faster = report.verdict == INPUT_BOUND and report.best_num_workers == workers and \
+            any(row[1] > workers for row in report.rows)
+        advice = self._advisor.adopt(known or judge(report.data_wait_fraction),
+                                     more_workers_timed_no_faster=no_faster,
+                                     batch_size=trainer.batch_size, num_workers=workers,
+                                     device=str(self.placement.device))
+        if advice is not None:
+            self._emit(advice)
+            self._log(advice.message)
         return report.seconds
 
     def tune(self, budget_seconds: float = 60.0) -> None:
@@ -338,10 +416,27 @@ class Engine:
                             steps_per_epoch=trainer.steps_per_epoch, task=self.task.name,
                             run_dir=str(self.run_dir)))
 
+    def _emit_optimizer_settings(self, trainer: Trainer) -> None:
+        """Loggers that record the run's settings (wandb) get the optimizer's real ones, read
+        from its param_groups: with a task's own optimizer, --lr and --optimizer say nothing."""
+        settings = optimizer_settings(trainer.optimizer)
+        settings["scheduler"] = (type(trainer.scheduler).__name__ if self.task.scheduler else
+                                 "none" if self.task.optimizer else self.config.scheduler)
+        for sink in list(self._fanout.sinks):
+            record = getattr(sink, "record_settings", None)
+            if record is not None:
+                try:
+                    record(settings)
+                except Exception as error:  # a logger's trouble never stops training
+                    self._log(f"{getattr(sink, 'name', 'a logger')} could not record the "
+                              f"optimizer's settings: {first_line(error)}", "warning")
+
     def _boundary(self) -> float:
         """Between two steps: apply commands, save when due. Returns seconds spent paused."""
         self._schedule.step()
         self._drain_saves()
+        if self.group is not None:
+            return self._boundary_with_ranks()
         paused = 0.0
         while not self._commands.empty():
             paused += self._apply(self._commands.get())
@@ -403,8 +498,93 @@ class Engine:
                   "worked; the same step was retried and nothing was lost", "warning")
         self._emit_settings()
 
+    # ------------------------------------------------------------ with ranks
+
+    def _pass_on_commands(self, wait: float = 0.0) -> None:
+        """This rank's queue into the next agreement: rank 0 shares every command; another
+        rank only passes on a stop (a signal it got), which stops the whole job."""
+        group = self.group
+        while True:
+            try:
+                command = self._commands.get(timeout=wait) if wait else \
+                    self._commands.get_nowait()
+            except queue.Empty:
+                return
+            wait = 0.0
+            if isinstance(command, Stop):
+                group.stop_asked = group.stop_asked or command.reason
+            if not group.is_writer:
+                continue
+            if isinstance(command, Tune):
+                self._answer(command, "autotune times one process: start the run with "
+                             "--nproc-per-node 1 to tune it", accepted=False)
+            elif not isinstance(command, Stop) or not any(
+                    isinstance(queued, Stop) for queued in group.outbox):
+                group.outbox.append(command)
+
+    def _boundary_with_ranks(self) -> float:
+        """Commands wait for the next agreement (the log step) and then apply on every rank at
+        the same step; rank 0 alone decides timed saves and the time limit."""
+        group = self.group
+        self._pass_on_commands()
+        if group.is_writer and not self._stop_queued and self._schedule.out_of_time():
+            self._stop_queued = True
+            group.outbox.append(Stop(f"time limit of {self.config.time_limit:.0f}s reached"))
+        if group.is_writer and not self._save_queued and self._schedule.due():
+            self._save_queued = True
+            group.outbox.append(_TIMED_SAVE)
+        pending, self._agreed = list(self._agreed), ()
+        paused = 0.0
+        while pending:
+            command = pending.pop(0)
+            if isinstance(command, Pause):
+                paused += self._pause_with_ranks(command, pending)
+            elif command is _TIMED_SAVE:
+                self._save_checkpoint(self.trainer)
+            else:
+                paused += self._apply(command)
+        return paused
+
+    def _pause_with_ranks(self, asked: Command, pending: list[Command]) -> float:
+        """Every rank holds here, agreeing twice a second (off the training path) until the
+        job resumes; other commands apply meanwhile."""
+        start = time.monotonic()
+        self._answer(asked, "paused at this step")
+        self._emit(StateChanged(state=State.PAUSED, reason="paused by request"))
+        while True:
+            if not pending:
+                self._pass_on_commands(wait=0.5)
+                self._drain_saves()  # a save asked for while paused is reported now
+                pending.extend(self.group.agree().commands)
+                continue
+            command = pending.pop(0)
+            if isinstance(command, Resume):
+                self._answer(command, "resumed at this step")
+                break
+            if isinstance(command, Pause):
+                self._answer(command, "already paused")
+                continue
+            self._apply(command)
+        self._emit(StateChanged(state=State.RUNNING, reason="resumed"))
+        return time.monotonic() - start
+
+    def _on_agreed(self, agreed) -> None:
+        """At each log step: the commands for this step's boundary, and the ranks' figures."""
+        self._agreed = agreed.commands
+        if not self.is_writer or any(samples == 0 for _, samples, _, _ in agreed.ranks):
+            return  # the epoch's tail, where a rank had no samples, says nothing of its pace
+        rows = tuple((rank, samples / (data + compute) if data + compute else 0.0,
+                      data / (data + compute) if data + compute else 0.0)
+                     for rank, samples, data, compute in agreed.ranks)
+        self._emit(RankStats(world_size=self.group.world_size,
+                             global_batch_size=self.trainer.batch_size * self.group.world_size,
+                             rows=rows, restarts=restarts_so_far()))
+
     def _pause(self, reason: str, asked: Command | None = None) -> float:
         """Hold the loop until resume or stop; other commands still apply while paused."""
+        if self.group is not None:  # a failed save: the whole job pauses, at the next agreement
+            self.group.outbox.append(Pause())
+            return 0.0
         start = time.monotonic()
         if asked is not None:
             self._answer(asked, "paused at this step")
@@ -425,10 +605,12 @@ class Engine:
         return time.monotonic() - start
 
     def _after_epoch(self, event: EpochEnded) -> None:
-        self._keep_best(event)  # first: a kill between the two saves redoes the epoch
+        if self.is_writer:  # with ranks, rank 0 alone evaluates
+            self._keep_best(event)  # first: a kill between the two saves redoes the epoch
         if event.epoch < self.config.epochs:  # the final save happens when fit() returns
             self._save_checkpoint(self.trainer)
             self._report_finish(event)
+            self._emit_settings()  # the scheduler has set the next epoch's learning rate
 
     def _keep_best(self, event: EpochEnded) -> None:
         """--monitor: save the epoch as ckpt-best.pt when its figure beats every earlier one."""
@@ -477,6 +659,10 @@ class Engine:
         (monitor, mode, value) writes ckpt-best.pt, with the same protocol, instead."""
         from .state import capture
 
+        self._save_queued = False
+        if not self.is_writer:  # with ranks, rank 0 writes the job's checkpoints
+            self._schedule.saving()
+            return
         start = time.perf_counter()
         state = self._writer.stage(capture(trainer, self._logger_state()))
         progress = trainer.progress
@@ -501,6 +687,8 @@ class Engine:
         while not self._saves.empty():  # polled every step: no exception when empty
             result = self._saves.get()
             self._schedule.finished(result.seconds, failed=bool(result.error))
+            if result.note:
+                self._log(result.note, "warning")
             if result.error:
                 self.save_error = result.error
                 self._log(f"checkpoint {result.path} failed: {result.error}; the previous "
@@ -526,12 +714,28 @@ class Engine:
 
     def _find_resume(self, resume: str | bool | ResumePoint | None
                      ) -> tuple[dict | None, Path | None]:
+        if self.group is not None:  # rank 0 reads the folder; every rank gets what it found
+            return self._share_resume(resume)
         if not resume:
             return None, None
         if not isinstance(resume, ResumePoint):
             resume = find_resume_point("latest" if resume is True else resume, self.run_dir)
         self._warnings.extend(resume.notes)
         return resume.state, resume.path
+
+    def _share_resume(self, resume: str | bool | ResumePoint | None
+                      ) -> tuple[dict | None, Path | None]:
+        found = None
+        if self.is_writer:
+            if not resume:
+                resume = ResumePoint(None, None)
+            elif not isinstance(resume, ResumePoint):
+                resume = find_resume_point("latest" if resume is True else resume,
+                                           self.run_dir)
+            found = (str(resume.path) if resume.path else None, resume.state, resume.notes)
+        path, state, notes = self.group.share_resume(found)
+        self._warnings.extend(notes if self.is_writer else ())
+        return state, Path(path) if path else None
 
 
 def _clock(timestamp: float) -> str:

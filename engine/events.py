@@ -184,6 +184,31 @@ class StepLogged(Event):
 
 
 @dataclass(frozen=True)
+class Position(Event):
+    """Where training is, a few times a second between logged steps: counters only, read
+    without a device sync (the loss and speeds come with StepLogged)."""
+
+    kind: ClassVar[str] = "position"
+    epoch: int = 0
+    step: int = 0  # optimizer steps done in this epoch (a resumed epoch counts its earlier ones)
+    steps_in_epoch: int = 0
+    samples_seen: int = 0  # of this epoch
+    samples_in_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class RankStats(Event):
+    """A data-parallel job's ranks at each logged step: one row per rank, (rank, samples/s,
+    data-wait share), so a slow rank stands out; the global batch is batch_size * world_size."""
+
+    kind: ClassVar[str] = "ranks"
+    world_size: int = 1
+    global_batch_size: int = 0
+    rows: tuple[tuple[int, float, float], ...] = ()
+    restarts: int = 0  # times the launcher restarted the ranks from a checkpoint
+
+
+@dataclass(frozen=True)
 class EpochEnded(Event):
     kind: ClassVar[str] = "epoch"
     epoch: int = 0
@@ -237,16 +262,29 @@ class Advice(Event):
 
 @dataclass(frozen=True)
 class TuneReport(Event):
-    """Autotune results: one row per trial, (batch_size, num_workers, samples_per_second, note)."""
+    """Autotune results: one row per setting timed, (batch_size, num_workers, median
+    samples_per_second, note), and its spread over the repeats, (lowest, highest, trials).
+    best_*: the setting to use; the current one when the differences were within noise."""
 
     kind: ClassVar[str] = "tune"
     rows: tuple[tuple[int, int, float, str], ...] = ()
     best_batch_size: int = 0
     best_num_workers: int = 0
     seconds: float = 0.0
+    spreads: tuple[tuple[float, float, int], ...] = ()  # parallel to rows; () from old runs
+    verdict: str = ""  # the bottleneck verdict the worker counts tried followed
+    data_wait_fraction: float = 0.0
+    summary: str = ""  # one line: what was chosen and why (apart beyond noise, or within it)
 
     def __post_init__(self) -> None:  # rows arrive as lists from JSON: keep them immutable
         object.__setattr__(self, "rows", tuple(tuple(row) for row in self.rows))
+        object.__setattr__(self, "spreads", tuple(tuple(row) for row in self.spreads))
+
+    def timed(self) -> list[tuple[int, int, float, str, float, float, int]]:
+        """Each row with its spread: (batch_size, num_workers, median, note, lowest, highest,
+        trials); 0, 0, 0 where the report has no spread for it."""
+        spreads = (*self.spreads, *((0.0, 0.0, 0),) * len(self.rows))
+        return [(*row, *spread) for row, spread in zip(self.rows, spreads, strict=False)]
 
 
 @dataclass(frozen=True)
@@ -357,3 +395,32 @@ class LoaderPass(Event):
     batch_size: int = 0
     num_workers: int = 0
     complete: bool = True
+
+
+@dataclass(frozen=True)
+class ScriptScalars(Event):
+    """Scalars the program logged itself, read from its files as they grew: (tag, step, value)
+    triples of one file's folder (`runs/exp1`, relative to the program's working folder); a
+    value that is not finite (a diverged loss) is None."""
+
+    kind: ClassVar[str] = "script_scalars"
+    source: str = ""  # "tensorboard"
+    path: str = ""
+    scalars: tuple[tuple[str, int, float | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scalars", tuple(tuple(item) for item in self.scalars))
+
+
+@dataclass(frozen=True)
+class ScriptScalarsLatest(Event):
+    """The latest value of each tag the program logged itself, sent now and then: what a panel
+    that attaches later shows at once (the run's history keeps only the newest few of a kind).
+    (folder, tag, step, value) quadruples, as in ScriptScalars."""
+
+    kind: ClassVar[str] = "script_latest"
+    source: str = ""
+    scalars: tuple[tuple[str, str, int, float | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scalars", tuple(tuple(item) for item in self.scalars))

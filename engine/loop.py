@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,14 +34,25 @@ from .batches import (
 from .config import RunConfig
 from .device import Placement
 from .errors import TaskError
-from .events import EpochEnded, Event, StepLogged
+from .events import EpochEnded, Event, Position, StepLogged
 from .sampling import ResumableSampler
 from .tasks import Task
 
+if TYPE_CHECKING:
+    from .distributed.group import RankGroup
+
 Emit = Callable[[Event], None]
+
+# Position events between logged steps: often enough for a progress bar and its time left,
+# seldom enough to cost nothing next to a step.
+POSITION_SECONDS = 0.25
 
 # The engine warns about more workers than cores itself, once per change, in the run's log.
 warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+# A run resumed at its evaluation steps the restored scheduler before this process's first
+# optimizer step; the schedule's position comes from the checkpoint, so nothing is skipped.
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step",
+                        category=UserWarning)
 
 
 class StopTraining(Exception):
@@ -88,8 +99,12 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, config: RunConfig, task: Task, placement: Placement, emit: Emit,
                  boundary: Callable[[], float] = lambda: 0.0,
-                 after_epoch: Callable[[EpochEnded], None] = lambda event: None) -> None:
+                 after_epoch: Callable[[EpochEnded], None] = lambda event: None,
+                 group: RankGroup | None = None) -> None:
         self.config = config
+        self.group = group  # several ranks: DDP, sharded batches, agreed figures and commands
+        self.world_size = group.world_size if group else 1
+        self.on_agreed: Callable[[Any], None] = lambda agreed: None  # the engine's, per agreement
         self.task = task
         self.placement = placement
         self.device = placement.device
@@ -97,6 +112,7 @@ class Trainer:
         self.boundary = boundary
         self.after_epoch = after_epoch
         self.on_oom: Callable[[int, int], None] = lambda failed, now: None
+        self.before_eval: Callable[[], None] = lambda: None  # the engine saves a checkpoint
         self._good_batch_size: int | None = None  # the last batch size a step succeeded with
         # Test hook: fail steps larger than this as if the GPU ran out of memory.
         oom_above = os.environ.get("CTUI_TEST_OOM_ABOVE_BATCH")
@@ -108,7 +124,10 @@ class Trainer:
         self.model = task.model.to(self.device)
         # What runs the batches: the model itself, or its compiled form (which shares its
         # parameters; checkpoints keep saving self.model, so they load without torch.compile).
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        trained = group.wrap(self.model) if group else self.model
+        self.forward_model = torch.compile(trained) if config.compile else trained
+        # Evaluation (rank 0 alone, with ranks) runs the bare model: DDP would wait for peers.
+        self.eval_model = self.forward_model if group is None else self.model
         self._compiling = config.compile  # until the first step has run (and compiled)
         self.loss_fn = task.loss or F.cross_entropy
         self.samples_in = task.batch_size_of or default_batch_size
@@ -119,7 +138,8 @@ class Trainer:
         self.evaluated = False  # whether the last finished epoch ran the evaluation
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=placement.needs_grad_scaler)
-        self.sampler = ResumableSampler(len(task.train_dataset), config.seed)
+        self.sampler = ResumableSampler(len(task.train_dataset), config.seed) if group is None \
+            else _sharded_sampler(len(task.train_dataset), config.seed, group)
         # A private generator keeps DataLoader worker seeding off the global RNG, whose state
         # must depend only on the training steps for a resumed run to match an uninterrupted one.
         self.loader_generator = torch.Generator().manual_seed(config.seed)
@@ -131,6 +151,7 @@ class Trainer:
         self._epoch_clock = 0.0  # perf_counter at the epoch's start, less time paused
         self._carried: EpochMeter | None = None  # the resumed epoch's figures before the stop
         self._gpu_timer = _GpuTimer() if placement.is_cuda else None
+        self._next_position = 0.0  # time.monotonic() after which a Position event is due
 
     # ------------------------------------------------------------ loaders
 
@@ -141,10 +162,17 @@ class Trainer:
 
     @property
     def samples_per_step(self) -> int:
-        return self.batch_size * self.config.accumulate
+        """Of all ranks together: the checkpoint's position counts the job's samples."""
+        return self.batch_size * self.world_size * self.config.accumulate
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         workers = self.num_workers
+        if self.group is not None and sampler is not None:  # this rank's batches, ready-made
+            sampler.batch_size = batch_size
+            return DataLoader(
+                dataset, batch_sampler=sampler, num_workers=workers,
+                pin_memory=self.placement.is_cuda, persistent_workers=workers > 0,
+                generator=self.loader_generator, collate_fn=self.task.collate_fn)
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
             num_workers=workers, pin_memory=self.placement.is_cuda,
@@ -282,7 +310,8 @@ class Trainer:
                 step_start = time.perf_counter()
                 meter.data_seconds += step_start - fetch_start
                 interval.data_seconds += step_start - fetch_start
-                count = min(self.batch_size, samples_per_epoch - step.start - step.done)
+                count = min(self.batch_size * self.world_size,  # of all ranks together
+                            samples_per_epoch - step.start - step.done)
                 compiling = self._compiling
                 if gpu_timer is not None and not compiling:
                     gpu_timer.start()
@@ -291,6 +320,8 @@ class Trainer:
                     if step.done + count >= step.samples:
                         self._optimizer_step()
                 except torch.OutOfMemoryError:
+                    if self.group is not None:  # a smaller batch on one rank would desync
+                        raise
                     del batch
                     if gpu_timer is not None:
                         gpu_timer.cancel()
@@ -308,7 +339,9 @@ class Trainer:
                     spent = time.perf_counter() - step_start
                     meter.compute_seconds += spent
                     interval.compute_seconds += spent
-                step.add(loss.detach(), figures, self.samples_in(batch), count)
+                weight = self.samples_in(batch) if self.group is None else \
+                    self._local_count(count)
+                step.add(loss.detach(), figures, weight, count)
                 if step.done < step.samples:
                     continue
                 progress.position += step.done
@@ -324,9 +357,13 @@ class Trainer:
                     gpu = gpu_timer.collect() if gpu_timer is not None else 0.0
                     meter.compute_seconds += gpu
                     interval.compute_seconds += gpu
+                    if self.group is not None:
+                        self._agree(interval)
                     self._fold(meter, interval)
                     self._log_step(meter, interval)
                     interval = self._interval = _Interval()
+                elif time.monotonic() >= self._next_position:
+                    self._report_position(meter)
                 paused = self.boundary()  # a new batch size here restarts the loader
                 paused_seconds += paused
                 self._epoch_clock += paused
@@ -334,6 +371,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
             meter.compute_seconds += gpu_timer.collect()
         self._fold(meter, interval)
+        self._interval = None  # folded: a checkpoint before evaluation must not count it again
         meter.train_seconds = time.perf_counter() - epoch_start - paused_seconds - \
             meter.compile_seconds
 
@@ -375,15 +413,39 @@ class Trainer:
         if step.done == 0:
             self.optimizer.zero_grad(set_to_none=True)
         batch = self._to_device(batch)
-        with self._autocast():
-            if self.task.step is not None:
-                loss, figures = split_step_output(self.task.step(self.forward_model, batch))
-            else:
-                data, target = input_and_target(batch)
-                loss, figures = _scalar_loss(self.loss_fn(self.forward_model(data), target)), {}
-        share = count / step.samples
-        self.scaler.scale(loss if share == 1.0 else loss * share).backward()
+        # With ranks and --accumulate, DDP all-reduces once, at the step's last batch.
+        holding = self.group is not None and step.done + count < step.samples
+        with self.forward_model.no_sync() if holding else contextlib.nullcontext():
+            with self._autocast():
+                if self.task.step is not None:
+                    loss, figures = split_step_output(self.task.step(self.forward_model, batch))
+                else:
+                    data, target = input_and_target(batch)
+                    loss, figures = _scalar_loss(self.loss_fn(self.forward_model(data),
+                                                              target)), {}
+            # DDP averages the ranks' gradients: each rank's piece is weighted so the step is
+            # the mean over all its samples, also when the tail's pieces differ in size (an
+            # empty piece runs one sample at weight 0).
+            share = self._local_count(count) * self.world_size / step.samples
+            self.scaler.scale(loss if share == 1.0 else loss * share).backward()
         return loss, figures
+
+    def _local_count(self, count: int) -> int:
+        """This rank's samples of a global batch of `count` (all of them on one rank)."""
+        if self.group is None:
+            return count
+        from .distributed.sharding import share_of
+
+        return share_of(count, self.group.rank, self.world_size)[1]
+
+    def _agree(self, interval: _Interval) -> None:
+        """With ranks, at each log step: the job's loss and samples, per-rank timings and the
+        commands every rank applies at this step's boundary (one all-reduce)."""
+        local_samples = interval.samples
+        agreed = self.group.agree(interval.loss_total(), local_samples, interval.data_seconds,
+                                  interval.compute_seconds)
+        interval.set_job_totals(agreed.loss_total, agreed.samples, local_samples, agreed.ranks)
+        self.on_agreed(agreed)
 
     def _optimizer_step(self) -> None:
         if self.config.clip_grad_norm is not None:
@@ -392,23 +454,44 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
+    def _steps_in_epoch(self, meter: EpochMeter) -> int:
+        """Steps done plus steps left at the current batch size."""
+        return meter.steps + math.ceil(
+            (self.sampler.samples_per_epoch - self.progress.position) / self.samples_per_step)
+
+    def _report_position(self, meter: EpochMeter) -> None:
+        """Between logged steps, at most every POSITION_SECONDS: where the epoch is, so
+        progress and time left follow the real position. Counters only: no device sync."""
+        self._next_position = time.monotonic() + POSITION_SECONDS
+        self.emit(Position(epoch=self.progress.epoch, step=meter.steps,
+                           steps_in_epoch=self._steps_in_epoch(meter),
+                           samples_seen=self.progress.position,
+                           samples_in_epoch=self.sampler.samples_per_epoch))
+
     def _log_step(self, meter: EpochMeter, interval: _Interval) -> None:
         spent = interval.data_seconds + interval.compute_seconds
+        job = interval.job_rates()  # with ranks: the job's samples/s (sum) and data wait (max)
+        self._next_position = time.monotonic() + POSITION_SECONDS
         self.emit(StepLogged(
             epoch=self.progress.epoch, step=meter.steps,
-            steps_in_epoch=meter.steps + math.ceil(
-                (self.sampler.samples_per_epoch - self.progress.position)
-                / self.samples_per_step),
+            steps_in_epoch=self._steps_in_epoch(meter),
             global_step=self.progress.global_step, samples_seen=self.progress.position,
-            loss=interval.loss_mean(), samples_per_second=interval.samples / spent if spent else 0,
-            data_wait_fraction=interval.data_seconds / spent if spent else 0.0, lr=self.lr,
+            loss=interval.loss_mean(),
+            samples_per_second=job[0] if job else interval.samples / spent if spent else 0,
+            data_wait_fraction=job[1] if job else interval.data_seconds / spent if spent
+            else 0.0, lr=self.lr,
         ))
 
     def _finish_epoch(self) -> None:
+        # The epoch's training is complete (position at the epoch's end): saved now, a crash
+        # in evaluation or the scheduler step resumes here instead of training it again.
+        self.before_eval()
         meter, epoch = self._meter, self.progress.epoch
         eval_start = time.perf_counter()
         self.evaluated = epoch % self.config.val_every == 0 or epoch == self.config.epochs
-        test_loss, test_accuracy, results = self.evaluate() if self.evaluated else \
+        # With ranks, rank 0 alone evaluates (its figures are the ones anybody sees).
+        evaluates = self.evaluated and (self.group is None or self.group.is_writer)
+        test_loss, test_accuracy, results = self.evaluate() if evaluates else \
             (None, None, {})
         eval_seconds = time.perf_counter() - eval_start
         step_seconds = meter.data_seconds + meter.compute_seconds
@@ -445,7 +528,7 @@ class Trainer:
         try:
             if self.task.evaluate is not None:
                 with self._autocast():
-                    results = self.task.evaluate(self.forward_model,
+                    results = self.task.evaluate(self.eval_model,
                                                  self._on_device(self.test_loader()))
                 return _evaluate_results(results)
             if self.task.step is not None:
@@ -465,7 +548,7 @@ class Trainer:
         for batch in self.test_loader():
             samples = self.samples_in(batch)
             with self._autocast():
-                loss, figures = split_step_output(self.task.step(self.forward_model,
+                loss, figures = split_step_output(self.task.step(self.eval_model,
                                                                  self._to_device(batch)))
             for name, value in (("loss", loss), *figures.items()):
                 totals[name] = totals.get(name, 0.0) + metric_value(value, name) * samples
@@ -483,7 +566,7 @@ class Trainer:
         for batch in self.test_loader():
             data, target = input_and_target(self._to_device(batch))
             with self._autocast():
-                output = self.forward_model(data)
+                output = self.eval_model(data)
                 loss = _scalar_loss(self.loss_fn(output, target))
             samples = self.samples_in(batch)
             loss_total += loss.double() * samples
@@ -499,6 +582,12 @@ class Trainer:
         accuracy = correct.item() / count if classifies and count else None
         metrics = {name: total / max(count, 1) for name, total in metric_totals.items()}
         return loss_total.item() / max(count, 1), accuracy, metrics
+
+
+def _sharded_sampler(num_samples: int, seed: int, group: RankGroup):
+    from .distributed.sharding import ShardedBatchSampler
+
+    return ShardedBatchSampler(num_samples, seed, group.rank, group.world_size)
 
 
 def _scalar_loss(loss: Any) -> torch.Tensor:
@@ -517,6 +606,27 @@ def _evaluate_results(results: Any) -> tuple[float | None, float | None, dict[st
     figures = {str(name): metric_value(value, f"Task.evaluate's {name!r}")
                for name, value in results.items()}
     return figures.pop("loss", None), figures.pop("accuracy", None), figures
+
+
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's class and its first parameter group's settings (lr, momentum, betas,
+    weight decay...) as plain values, for the loggers' record of what the run really used."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            items = [plain(item) for item in value]
+            return items if all(item is not _SKIP for item in items) else _SKIP
+        return value if value is None or isinstance(value, (bool, int, float, str)) else _SKIP
+
+    group = optimizer.param_groups[0]
+    settings = {key: plain(value) for key, value in group.items() if key != "params"}
+    return {"optimizer": type(optimizer).__name__, "lr": plain(group["lr"]),
+            "optimizer_settings": {key: value for key, value in settings.items()
+                                   if value is not _SKIP}}
+
+
+_SKIP = object()  # a setting that is no plain value (a callable, a device): not recorded
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -571,6 +681,26 @@ class _Interval:
         self._counts: list[int] = []
         self._total: float | None = None
         self._figures: dict[str, list[tuple[torch.Tensor | float, int]]] = {}
+        self._figure_scale = 1.0  # with ranks: Task.step's other figures are rank 0's, scaled
+        self._ranks: tuple[tuple[int, float, float, float], ...] = ()
+
+    def set_job_totals(self, loss_total: float, samples: int, local_samples: int,
+                       ranks: tuple[tuple[int, float, float, float], ...]) -> None:
+        """With ranks: the job's summed loss and samples replace this rank's own."""
+        self._losses.clear()
+        self._total = loss_total
+        self._figure_scale = samples / local_samples if local_samples else 0.0
+        self.samples = samples
+        self._ranks = ranks
+
+    def job_rates(self) -> tuple[float, float] | None:
+        """(samples/s summed over ranks, the largest rank's data-wait share); None on one."""
+        if not self._ranks:
+            return None
+        rates = [(samples / (data + compute) if data + compute else 0.0,
+                  data / (data + compute) if data + compute else 0.0)
+                 for _, samples, data, compute in self._ranks]
+        return sum(rate for rate, _ in rates), max(wait for _, wait in rates)
 
     def add(self, loss: torch.Tensor, count: int, figures: dict | None = None) -> None:
         self._losses.append(loss)
@@ -586,8 +716,9 @@ class _Interval:
         return totals
 
     def peek_figures(self) -> dict[str, float]:
-        return {name: math.fsum(metric_value(value, f"Task.step's {name!r}") * count
-                                for value, count in values)
+        return {name: self._figure_scale * math.fsum(
+                    metric_value(value, f"Task.step's {name!r}") * count
+                    for value, count in values)
                 for name, values in self._figures.items()}
 
     def loss_total(self) -> float:

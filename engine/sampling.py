@@ -1,8 +1,9 @@
 """The order in which an epoch visits the training set, and where in it the run is.
 
 The order depends only on (seed, epoch), so a resumed or re-batched epoch continues exactly where
-it stopped: no sample skipped or seen twice. With several ranks each takes every world_size-th
-index of the same order, as DistributedSampler does.
+it stopped: no sample skipped or seen twice. A data-parallel job's ranks share the same order by
+global position instead (engine/distributed/sharding.py), so its checkpoints resume exactly on
+any number of ranks.
 """
 
 from __future__ import annotations

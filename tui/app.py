@@ -29,6 +29,7 @@ from ctui.engine.events import (
     Pause,
     Resume,
     ScriptScalars,
+    ScriptScalarsLatest,
     SetBatchSize,
     SetNumWorkers,
     Start,
@@ -38,7 +39,7 @@ from ctui.engine.events import (
     Tune,
     TuneReport,
 )
-from ctui.engine.host.registry import RunInfo
+from ctui.engine.host.registry import RunInfo, host_is_live
 from ctui.engine.live_settings import LIVE_SETTINGS
 from ctui.engine.runs import NOT_NEXT, clear_next_settings, write_next_settings
 from ctui.engine.telemetry import Snapshot, Telemetry
@@ -60,6 +61,7 @@ from .model import RunModel
 from .picker_screen import PickerScreen
 from .process_panel import ProcessPanel
 from .program_run import ProgramRunMixin
+from .ranks import reattach_after_restart
 from .reader import EventReader
 from .runs_view import RunsScreen
 from .script_logs import ScriptLogsPanel
@@ -191,7 +193,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         before = self.model.state
         self.model.apply(event)
         self._dirty = True
-        if isinstance(event, ScriptScalars):
+        if isinstance(event, (ScriptScalars, ScriptScalarsLatest)):
             self.query_one(ScriptLogsPanel).add(event)
         elif isinstance(event, TuneReport):
             self._offer_tune(event)
@@ -215,7 +217,11 @@ class CtuiApp(ProgramRunMixin, App[None]):
             return
         was_live = self.model.live
         self.model.host_gone()
-        if was_live:
+        if was_live and self.current_run is not None and host_is_live(self.current_run.run_dir):
+            # a data-parallel job restarting its ranks (rank 0 serves): attach to the new one
+            self.run_worker(reattach_after_restart(self, self.current_run, message.generation),
+                            exclusive=True, group="reattach")
+        elif was_live:
             self.say("the run host went away before the run ended (killed, or the machine "
                      "restarted?); r resumes from the last checkpoint", "warning")
         if message.error:

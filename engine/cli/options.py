@@ -143,6 +143,26 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scale-lr", action="store_true", default=S,
                    help="scale the learning rate with the batch size when it changes mid-run")
 
+    g = parser.add_argument_group("more GPUs (data parallel, with torchrun's meanings)")
+    g.add_argument("--nproc-per-node", type=_setting("nproc_per_node", str), default=S,
+                   metavar="N|gpu|auto", help="ranks on this machine: a number, gpu (one per "
+                   "visible GPU) or auto (one per GPU, else 1); --batch-size is per rank "
+                   "(default: 1)")
+    g.add_argument("--nnodes", type=_setting("nnodes"), default=S, metavar="N",
+                   help="machines in the job (default: 1)")
+    g.add_argument("--node-rank", type=_setting("node_rank"), default=S, metavar="R",
+                   help="this machine's rank, 0 for the machine that runs rank 0 and the "
+                   "panel (default: 0)")
+    g.add_argument("--rdzv-endpoint", type=_setting("rdzv_endpoint", str), default=S,
+                   metavar="HOST:PORT", help="where the machines meet: the address of machine "
+                   "0 and a free port (needed with --nnodes above 1)")
+    g.add_argument("--max-restarts", type=_setting("max_restarts"), default=S, metavar="N",
+                   help="restart the ranks from the newest checkpoint up to N times when one "
+                   "dies (default: 0)")
+    g.add_argument("--rdzv-timeout", type=_setting("rdzv_timeout", float), default=S,
+                   metavar="S", help="seconds to wait for every machine to join "
+                   f"(default: {d.rdzv_timeout:g})")
+
     g = parser.add_argument_group("logging")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=S,
                    help="do not write TensorBoard event files (on by default)")

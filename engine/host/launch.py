@@ -122,7 +122,20 @@ def _accepts(run_dir: Path, pid: int) -> bool:
         except OSError:
             return False
         peer_pid, peer_uid = peer_credentials(probe)
-    return peer_pid is None or (peer_pid == pid and peer_uid in (None, os.geteuid()))
+    return peer_pid is None or (_is_or_under(peer_pid, pid) and
+                                peer_uid in (None, os.geteuid()))
+
+
+def _is_or_under(peer_pid: int, pid: int) -> bool:
+    """The host itself, or a process it started: a data-parallel host's rank 0 serves."""
+    if peer_pid == pid:
+        return True
+    import psutil
+
+    try:
+        return any(parent.pid == pid for parent in psutil.Process(peer_pid).parents())
+    except psutil.Error:
+        return False
 
 
 def _start_failure(run_dir: Path, pid: int, code: int) -> HostStartError:

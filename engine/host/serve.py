@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     write_json(run_dir / HOST_FILE, {"pid": os.getpid(), "started": started,
                                      "created": psutil.Process().create_time()})
+    if _wants_ranks(request):  # data parallel: the elastic launcher runs here, rank 0 serves
+        from ..distributed.launch import serve_job
+
+        return serve_job(run_dir, request, previous_host)
     try:
         engine = _build_engine(request)
     except Exception as error:
@@ -70,6 +74,15 @@ def take_over(run_dir: Path, request_name: str) -> tuple[dict, dict] | int:
     request = read_json(request_path)
     request_path.unlink(missing_ok=True)
     return previous_host, request
+
+
+def _wants_ranks(request: dict) -> bool:
+    from ..distributed.spec import wants_ranks
+
+    try:
+        return wants_ranks(RunConfig.from_dict(request["config"]))
+    except Exception:  # _build_engine reports a bad request in its one line
+        return False
 
 
 def _build_engine(request: dict):
