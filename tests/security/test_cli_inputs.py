@@ -166,7 +166,8 @@ WRONG_TYPE = {
     "checkpoint_every_minutes": "5", "keep_checkpoints": None, "time_limit": [60],
     "scale_lr": 1, "tensorboard": "no", "wandb": True, "optimizer": 1, "scheduler": None,
     "accumulate": 2.0, "clip_grad_norm": "1", "compile": "yes", "val_every": "2",
-    "monitor": 5, "mode": True,
+    "monitor": 5, "mode": True, "nproc_per_node": 2.0, "nnodes": "2", "node_rank": None,
+    "rdzv_endpoint": 29500, "max_restarts": "3", "rdzv_timeout": "60",
 }
 
 
