@@ -7,6 +7,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from ctui.engine.telemetry import WORKER_NAME
+
 from .format import size
 from .model import RunModel
 
@@ -45,6 +47,20 @@ class ProcessPanel(Static):
                           f"{sum(r[2] for r in rest):.0f}%", size(sum(r[3] for r in rest)),
                           size(_total(r[4] for r in rest)))
         return table
+
+
+def program_workers(model: RunModel) -> Text:
+    """A program run's DataLoader workers for the host pane, from its process tree (torch names
+    each worker pt_data_worker on Linux): never the program itself or its other processes,
+    which the host's own count takes for workers when no process carries that name."""
+    tree, ended = model.processes, model.program_ended
+    if tree is None or (ended is not None and tree.time <= ended.time):
+        return Text("workers: n/a", style="dim")
+    workers = [row for row in tree.rows if row[1] == WORKER_NAME]
+    text = Text(f"workers {len(workers)}")
+    if workers:
+        text.append(f" using {sum(row[2] for row in workers):.0f}% CPU")
+    return text
 
 
 def _total(values) -> float | None:

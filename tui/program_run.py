@@ -15,6 +15,7 @@ from ctui.engine.live_settings import LIVE_SETTINGS
 from .edit_screen import EditScreen
 from .keys import INPUT, PROGRAM, TRAINING, action_for
 from .program_input import TypedText, key_text, pasted_text
+from .script_logs import ScriptLogsPanel
 from .terminal_view import TerminalView
 
 # Characters of output fed to the emulator per redraw at most (pyte takes about 0.6 MB/s on one
@@ -31,7 +32,8 @@ NOT_FOR_PROGRAMS = {
               "if it saves any (run it again with `ctui run -- CMD`)",
     "checkpoint": "ctui cannot ask a program to save a checkpoint; it saves its own",
     "autotune": "autotune times trials inside ctui's own training loop; for a program, w/W and "
-                "b/B change its DataLoader from the next pass and the log times each pass",
+                "b/B change its DataLoader (inside the pass where it can) and the log times "
+                "each pass",
 }
 
 
@@ -50,6 +52,7 @@ class ProgramRunMixin:
         self.typed.clear()  # for the program left behind
         self._leave_input_mode(quiet=True)
         self._pty_size_sent = None
+        self.query_one(ScriptLogsPanel).clear()
         terminal = self.query_one(TerminalView)
         terminal.clear()
         terminal.screen.remove_class("-program", "show-epochs", "zoom-terminal")
@@ -62,6 +65,7 @@ class ProgramRunMixin:
         if model.program_run and not terminal.screen.has_class("-program"):
             terminal.screen.add_class("-program")
             terminal.focus()  # so pgup/pgdn scroll it back
+        self.query_one(ScriptLogsPanel).show(model.program_run)
         output, skipped = model.take_output(FEED_PER_REDRAW)
         if output:
             terminal.feed(output)
@@ -188,8 +192,8 @@ class ProgramRunMixin:
             return
         config = RunConfig(runs_dir=str(self.launch.runs_dir)).replace(
             **{name: getattr(current, name) for name in LIVE_SETTINGS})
-        self.push_screen(EditScreen(config, live=True, names=list(LIVE_SETTINGS),
-                                    hint="the program's DataLoader changes from its next pass"),
+        hint = "the program's DataLoader changes inside its pass where it can, else at the next"
+        self.push_screen(EditScreen(config, live=True, names=list(LIVE_SETTINGS), hint=hint),
                          self._apply_program_edits)
 
     def _apply_program_edits(self, changes: dict | None) -> None:

@@ -12,11 +12,14 @@ each DataLoader and appends records to `<observe_dir>/passes-<rank>-<pid>.jsonl`
               complete, ended (exhausted | abandoned | restarted | exit)
     applied   loader, setting, value, previous, from_pass
     refused   loader, setting, value, reason
+    switched  loader, setting, value, previous, pass, batch   (applied inside a pass)
+    deferred  loader, setting, value, reason   (not inside this pass: from the next one)
     process   world_size, argv0          (first line of each file)
     disabled  reason                     (the observer stopped; the script runs on)
 
 and every record has kind, time, pid and rank. RecordFollower reads them back, checked.
-write_settings() changes num_workers and batch_size from each loader's next pass.
+write_settings() changes num_workers and batch_size inside the current pass where the loader
+can continue its order exactly (resume_pass.py), else from its next pass.
 
 Importing this package loads neither torch nor Textual.
 """

@@ -12,9 +12,11 @@ A pass ends when its iterator is exhausted (complete), dropped, replaced by a ne
 same loader, or at exit (incomplete). One `pass` record is appended then, never per batch.
 
 Live settings (settings.json, written by the supervisor) are read at the start of a pass and
-apply from that pass on: a change inside a pass would have to drain the batches the workers
-already prefetched and restart the sampler exactly where it was, which torch's iterators do
-not expose. They are refused, with a record naming the loader and why, for an iterable dataset
+apply from that pass on; inside a pass they are looked at every CHECK_EVERY seconds (one float
+comparison per batch otherwise) and applied at once where the loader can continue the pass's
+order exactly (resume_pass.py: a map-style dataset with in-order batches; batch_size also needs
+torch's BatchSampler without drop_last), else left to its next pass with a `deferred` record.
+They are refused, with a record naming the loader and why, for an iterable dataset
 (its own __iter__ splits the work among workers), for batch_size with a custom batch sampler or
 batch_size=None, and for batch_size when several ranks train (each rank would see the change at
 its own moment, and ranks with different batch counts hang in their collectives).
@@ -39,7 +41,25 @@ from typing import Any
 
 try:
     from ..safefs import check_private_dir, open_append, read_bounded
+    from .resume_pass import (
+        CHECK_EVERY,
+        Recorder,
+        iterate_recorded,
+        make_iterator,
+        mid_pass_reason,
+        rebatched,
+        shut_down,
+    )
 except ImportError:  # loaded by boot/sitecustomize.py, outside the ctui package
+    from _ctui_observe_resume_pass import (  # type: ignore[no-redef]
+        CHECK_EVERY,
+        Recorder,
+        iterate_recorded,
+        make_iterator,
+        mid_pass_reason,
+        rebatched,
+        shut_down,
+    )
     from _ctui_observe_safefs import (  # type: ignore[no-redef]
         check_private_dir,
         open_append,
@@ -61,7 +81,8 @@ class _Pass:
     """One pass over a loader: counters bumped by the iterator's __next__ (the hot path)."""
 
     __slots__ = ("loader", "index", "wall", "start", "last", "wait", "batches", "samples",
-                 "done", "batch_size", "num_workers", "cap", "plain", "tensor")
+                 "done", "batch_size", "num_workers", "cap", "plain", "tensor", "recorder",
+                 "replacement", "base", "check_at")
 
     def __init__(self, loader: _Logical, index: int, start: float, batch_size: int | None,
                  num_workers: int, cap: int | None, plain: bool, tensor: type) -> None:
@@ -78,6 +99,12 @@ class _Pass:
         self.cap = cap  # no batch holds more samples than this (an exact BatchSampler's size)
         self.plain = plain  # batches come from default_collate
         self.tensor = tensor
+        # A pass that can change inside: its Recorder, the iterator continuing it after a
+        # change, `batches` at that change, and when next to look at the live settings.
+        self.recorder: Recorder | None = None
+        self.replacement: Any = None
+        self.base = 0
+        self.check_at = float("inf")
 
     def count(self, batch: Any) -> int:
         """Samples in a batch: the leading size of its first tensor (batches may be tuples,
@@ -127,13 +154,14 @@ class _Logical:
 
 
 class _Tracked:
-    __slots__ = ("ref", "site", "logical", "size")
+    __slots__ = ("ref", "site", "logical", "size", "recorder")
 
     def __init__(self, ref: weakref.ref, site: str) -> None:
         self.ref = ref
         self.site = site
         self.logical: _Logical | None = None
         self.size: int | None = None  # len(dataset), read only when settings need a target
+        self.recorder: Recorder | None = None
 
 
 class Observer:
@@ -184,12 +212,16 @@ class Observer:
             start = perf_counter()
             try:
                 current = observer.begin_pass(loader, start)
+                recorder = observer.recorder_for(loader)
             except Exception as error:
                 observer.disable("starting a pass", error)
                 return original_iter(loader)
-            iterator = original_iter(loader)
+            if recorder is None:
+                iterator = original_iter(loader)
+            else:  # the program's own errors pass through as they are
+                iterator = iterate_recorded(loader, recorder, original_iter)
             try:
-                observer.attach(iterator, current, start)
+                observer.attach(iterator, current, start, recorder)
             except Exception as error:
                 observer.disable("watching a pass", error)
             return iterator
@@ -272,7 +304,11 @@ class Observer:
             self.announce(loader, logical)
         return current
 
-    def attach(self, iterator: Any, current: _Pass, start: float) -> None:
+    def attach(self, iterator: Any, current: _Pass, start: float,
+               recorder: Recorder | None = None) -> None:
+        if recorder is not None and getattr(iterator, "_index_sampler", None) is recorder:
+            current.recorder, recorder.current = recorder, current
+            current.check_at = start + CHECK_EVERY
         cls = type(iterator)
         observed = cls if cls in _SUBCLASSES.values() else _observed_class(cls)
         first = "_ctui_pass" not in iterator.__dict__
@@ -288,7 +324,12 @@ class Observer:
 
     def dropped(self, box: list) -> None:
         current = box[0]
-        if not current.done and not self.disabled and os.getpid() == self.pid:
+        if os.getpid() != self.pid:
+            return  # a forked worker's copy: nothing of it is this process's to end
+        replacement, current.replacement = current.replacement, None
+        if replacement is not None and not getattr(replacement, "_persistent_workers", False):
+            shut_down(replacement)  # the program let go of the pass: its workers go too
+        if not current.done and not self.disabled:
             try:
                 with self.lock:
                     self.end_pass(current, "abandoned")
@@ -419,6 +460,81 @@ class Observer:
                     "different batch counts hang; set the batch size in the script")
         return ""
 
+    # --- live settings inside a pass (resume_pass.py) -------------------------------------
+
+    def recorder_for(self, loader: Any) -> Recorder | None:
+        """The loader's Recorder, made once; None when no setting can change inside its passes."""
+        entry = self.tracked.get(id(loader))
+        if entry is None or entry.ref() is not loader:
+            return None
+        if entry.recorder is None or entry.recorder.batch_sampler is not loader.batch_sampler:
+            if mid_pass_reason(loader, "num_workers", self.batch_sampler, self.iterable_kind):
+                return None
+            entry.recorder = Recorder(loader.batch_sampler)
+        return entry.recorder
+
+    def live_check(self, iterator: Any, current: _Pass, now: float) -> None:
+        """Inside a pass, every CHECK_EVERY seconds: settings asked for since it started are
+        applied now where the loader allows, the others are left to its next pass."""
+        current.check_at = now + CHECK_EVERY
+        logical = current.loader
+        loader = logical.owner() if logical.owner is not None else None
+        if loader is None or current.recorder is None or logical.current is not current:
+            current.check_at = float("inf")
+            return
+        settings = self.read_settings()
+        if not settings or not self.is_target(loader, logical, settings):
+            return
+        changes: dict[str, int] = {}
+        for name in ("num_workers", "batch_size"):
+            value = settings.get(name)
+            if value is None or value == getattr(current, name) or self.why_not(loader, name):
+                continue  # nothing to do, or refused with its reason at the next pass
+            reason = mid_pass_reason(loader, name, self.batch_sampler, self.iterable_kind)
+            if not reason:
+                changes[name] = value
+            elif ("deferred", name, value) not in logical.refused:
+                logical.refused.add(("deferred", name, value))
+                self.write({"kind": "deferred", "loader": logical.label, "setting": name,
+                            "value": value, "reason": reason})
+        if changes:
+            self.switch(iterator, current, loader, changes)
+
+    def switch(self, iterator: Any, current: _Pass, loader: Any, changes: dict[str, int]) -> None:
+        """Continue the pass in a new iterator with the new settings (see resume_pass.py)."""
+        recorder = current.recorder
+        source = recorder.remaining()
+        if "batch_size" in changes:  # the batch sampler itself changes at the next pass
+            source = rebatched(source, changes["batch_size"])
+        before = (loader.num_workers, loader.prefetch_factor)
+        if "num_workers" in changes:
+            _worker_settings(loader, changes["num_workers"])
+        old = current.replacement if current.replacement is not None else iterator
+        # From here the recorder counts the new iterator's batches: its prefetch draws them.
+        base, current.base = current.base, current.batches
+        try:
+            new = make_iterator(loader, recorder, source, self.module.torch)
+        except Exception as error:  # e.g. workers that cannot start: the pass goes on as it was
+            loader.num_workers, loader.prefetch_factor = before
+            current.base = base
+            current.recorder, current.check_at = None, float("inf")
+            for name, value in changes.items():
+                self.write({"kind": "refused", "loader": current.loader.label, "setting": name,
+                            "value": value, "reason": f"could not continue the pass with it: "
+                            f"{type(error).__name__}: {error}"[:900]})
+            return
+        shut_down(old)
+        if loader.__dict__.get("_iterator") is old:  # persistent workers: the new ones persist
+            loader._iterator = new if loader.num_workers > 0 else None
+        current.replacement = new
+        for name, value in changes.items():
+            self.write({"kind": "switched", "loader": current.loader.label, "setting": name,
+                        "value": value, "previous": getattr(current, name),
+                        "pass": current.index, "batch": current.batches})
+            setattr(current, name, value)
+        if "batch_size" in changes and current.cap is not None:
+            current.cap = changes["batch_size"]
+
     # --- records -------------------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
@@ -487,11 +603,12 @@ def _observed_class(cls: type) -> type:
 
     def __next__(self):
         current = self._ctui_pass
+        replacement = current.replacement  # the pass continues there after a live change
         if current.done:
-            return base_next(self)
+            return base_next(self) if replacement is None else next(replacement)
         began = perf_counter()
         try:
-            batch = base_next(self)
+            batch = base_next(self) if replacement is None else next(replacement)
         except StopIteration:
             current.wait += perf_counter() - began
             _exhausted(current)
@@ -504,6 +621,8 @@ def _observed_class(cls: type) -> type:
             current.samples += current.count(batch)
         except Exception:
             current.samples += current.batch_size or 1
+        if now >= current.check_at:
+            _live_check(self, current, now)
         return batch
 
     observed = type(cls.__name__, (cls,), {"__next__": __next__, "__module__": cls.__module__,
@@ -525,6 +644,20 @@ def _exhausted(current: _Pass) -> None:
             observer.end_pass(current, "exhausted")
     except Exception as error:
         observer.disable("ending a pass", error)
+
+
+def _live_check(iterator: Any, current: _Pass, now: float) -> None:
+    observer = _OBSERVER
+    if observer is None or observer.disabled or os.getpid() != observer.pid:
+        current.check_at = float("inf")
+        return
+    try:
+        with observer.lock:
+            observer.live_check(iterator, current, now)
+    except Exception as error:
+        current.check_at = float("inf")
+        observer.disable("changing a pass's settings", error)
+    current.wait += perf_counter() - now  # starting new workers is waiting for data too
 
 
 def _construction_site(loader: Any, frame: Any) -> str:
@@ -550,6 +683,10 @@ def _set_num_workers(loader: Any, value: int) -> None:
         if shutdown is not None:
             shutdown()
         loader._iterator = None
+    _worker_settings(loader, value)
+
+
+def _worker_settings(loader: Any, value: int) -> None:
     loader.num_workers = value
     if value == 0:
         loader.prefetch_factor = None

@@ -43,6 +43,9 @@ SCHEMA: dict[str, dict[str, str]] = {
     "applied": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "previous": _OPT_INT,
                 "from_pass": _INT},
     "refused": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "reason": _TEXT},
+    "switched": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "previous": _OPT_INT,
+                 "pass": _INT, "batch": _INT},
+    "deferred": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "reason": _TEXT},
     "disabled": {"reason": _TEXT},
 }
 
@@ -88,8 +91,8 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     if record["kind"] == "pass" and (record["ended"] not in PASS_ENDS
                                      or record["data_wait_fraction"] > 1):
         return None
-    if record["kind"] in ("applied", "refused") and record["setting"] not in (
-            *SETTINGS, "settings.json"):
+    if record["kind"] in ("applied", "refused", "switched", "deferred") and \
+            record["setting"] not in (*SETTINGS, "settings.json"):
         return None
     return record
 

@@ -1,6 +1,6 @@
 """The supervisor's side of the DataLoader observer (engine/observe): the child's environment
 that installs it, its records turned into events, and `num_workers` / `batch_size` changes
-written for it to apply at a loader's next pass.
+written for it to apply inside a loader's current pass where it can, else at its next.
 
 The records come from a program ctui did not write: every field is type-checked again here,
 and text is cut short, before it becomes an event.
@@ -62,6 +62,7 @@ class LoaderBridge:
         self._epochs_before = epochs_before  # epochs of earlier attempts and hosts
         self._epochs = 0  # complete passes of the epoch loader in this attempt
         self._passes: dict[str, int] = {}
+        self._switched: set[tuple[str, int]] = set()  # (loader, pass) changed inside the pass
         self.disabled = ""
 
     @property
@@ -82,6 +83,7 @@ class LoaderBridge:
         self._epochs_before += self._epochs
         self._epochs = 0
         self._passes = {}
+        self._switched = set()
 
     def settings(self) -> dict[str, int]:
         """batch_size and num_workers of the main loader, for the Settings event."""
@@ -128,6 +130,16 @@ class LoaderBridge:
         if kind == "applied":
             return [LogLine(message=f"DataLoader {label}: {_text(record.get('setting'))} is "
                             f"now {record.get('value')} (from its next pass)")]
+        if kind == "switched" and not record.get("rank"):
+            self._switched.add((label, _count(record.get("pass")) or 0))
+            return [LogLine(message=f"DataLoader {label}: {_text(record.get('setting'))} is "
+                            f"now {record.get('value')} (was {record.get('previous')}), from "
+                            f"batch {record.get('batch')} of this pass on; the pass goes on "
+                            "in the same order, each sample once")]
+        if kind == "deferred" and not record.get("rank"):
+            return [LogLine(message=f"DataLoader {label}: {_text(record.get('setting'))}="
+                            f"{record.get('value')} applies from its next pass, not inside "
+                            f"this one: {_text(record.get('reason'), 300)}")]
         if kind == "refused":
             return [LogLine(level="warning", message=f"DataLoader {label or '?'}: "
                             f"{_text(record.get('setting'))}={record.get('value')} not applied: "
@@ -142,6 +154,7 @@ class LoaderBridge:
         seconds = _number(record.get("seconds"))
         samples = _count(record.get("samples")) or 0
         complete = record.get("complete") is True
+        changed = (label, _count(record.get("pass")) or 0) in self._switched
         index = self._passes.get(label, 0) + 1
         self._passes[label] = index
         values = dict(seconds=seconds, batches=_count(record.get("batches")) or 0,
@@ -164,7 +177,7 @@ class LoaderBridge:
                 train_seconds=seconds, samples_per_second=values["samples_per_second"],
                 data_wait_fraction=values["data_wait_fraction"], train_loss=None,
                 test_loss=None, batch_size=values["batch_size"],
-                num_workers=values["num_workers"]))
+                num_workers=values["num_workers"], settings_changed=changed))
         return events
 
     @staticmethod
@@ -204,7 +217,9 @@ class LoaderBridge:
             return _refuse(command, f"{name}={value} not applied: {error}")
         where = f"DataLoader {target}" if target else "the DataLoader of the largest dataset"
         return Answer(command=command.kind, accepted=True, setting=name, value=value,
-                      message=f"{name}={value} applies from the next pass of {where}")
+                      message=f"{name}={value} applies to {where} within a second, inside its "
+                      "current pass where it can go on in the same order (else from its next "
+                      "pass)")
 
 
 def _why_not(record: dict[str, Any], name: str) -> str:

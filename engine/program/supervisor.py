@@ -41,6 +41,7 @@ from ..events import (
 from .checkpoints import newest_loadable
 from .loaders import LoaderBridge
 from .output_log import OutputLog, plain_line
+from .script_logs import ScriptLogWatcher
 from .spec import ProgramSpec, signal_number
 from .terminal import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, MAX_INPUT_PENDING, Terminal
 
@@ -62,7 +63,7 @@ class Supervisor:
     def __init__(self, spec: ProgramSpec, run_dir: Path, *, env: Mapping[str, str] | None = None,
                  first_attempt: int = 1, resume_checkpoint: bool = False,
                  loaders: LoaderBridge | None = None, sampler=None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, script_logs: bool = True) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.env = dict(os.environ if env is None else env)
@@ -71,6 +72,8 @@ class Supervisor:
         self.loaders = loaders or LoaderBridge(None)
         self.sampler = sampler
         self.clock = clock
+        self.script_logs = script_logs  # read the program's own TensorBoard files
+        self._script_files: set[tuple[int, int]] = set()  # those read by earlier attempts
         self.exit_code: int | None = None  # of the last attempt
         self.signal_name = ""
         self._sinks: list[Callable[[Event], None]] = []
@@ -174,7 +177,7 @@ class Supervisor:
         self._signals_sent = set()
         self._last_lines = []
         self.loaders.new_attempt()
-        started = self.clock()
+        started, wall_started = self.clock(), time.time()
         env = self.loaders.child_environment(self.env)
         env.setdefault("TERM", "xterm-256color")
         self.output_log.note(f"attempt {self.attempt}: {shlex.join(argv)} (in {self.spec.cwd})")
@@ -196,6 +199,11 @@ class Supervisor:
             terminal.write(early)
         self.emit(ProgramStarted(argv=tuple(argv), cwd=self.spec.cwd, pid=pid,
                                  attempt=self.attempt))
+        watcher = None
+        if self.script_logs:
+            watcher = ScriptLogWatcher(Path(self.spec.cwd), wall_started, self.emit,
+                                       exclude=(self.run_dir,), seen=self._script_files)
+            watcher.start()
         next_sample = next_poll = self.clock()
         returncode = None
         while returncode is None:
@@ -210,6 +218,8 @@ class Supervisor:
                 next_sample = now + SAMPLE_EVERY
                 self._sample(pid)
         self._finish_attempt(terminal)
+        if watcher is not None:
+            watcher.close()  # after the program's end: its last scalars count
         code, sig = (returncode, "") if returncode >= 0 else (None, _signal_name(-returncode))
         if code == EXIT_NOT_FOUND and self.clock() - started < QUICK_EXIT and any(
                 "command not found" in line for line in self._last_lines):

@@ -31,11 +31,15 @@ MAX_INPUT_PENDING = 1 << 16  # typed bytes the program has not read yet
 # be executed 126, with a line on the terminal, as a shell does. -I: no PYTHONPATH, no user
 # site, so nothing of the program's environment runs in this step.
 _EXEC = r"""
-import fcntl, os, sys, termios
+import fcntl, os, signal, sys, termios
 try:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 except OSError:
     pass
+# The host ignores SIGHUP, and an ignored signal stays ignored across exec: the program gets
+# it back, so it ends with its terminal when the host dies (SIGKILL), as it would in a shell,
+# and never trains on beside the attempt `ctui run --resume` starts.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 name = sys.argv[1]
 try:
     os.execvp(name, sys.argv[1:])

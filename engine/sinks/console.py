@@ -72,7 +72,7 @@ class ConsolePrinter:
             self._settings_shown = True
             self.note(f"run {event.run_dir}: task {event.task} on {event.device} "
                       f"({event.precision}), batch size {event.batch_size}, "
-                      f"{event.num_workers} workers, {event.epochs} epochs")
+                      f"{_count(event.num_workers, 'worker')}, {_count(event.epochs, 'epoch')}")
         elif isinstance(event, LogLine):
             prefix = "" if event.level == "info" else f"{event.level}: "
             self.note(prefix + event.message)
@@ -176,3 +176,7 @@ def say_now(text: str, fd: int = 2) -> None:
         os.write(fd, f"{text}\n".encode())
     except OSError:
         pass
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

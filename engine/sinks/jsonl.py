@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import safefs
-from ..events import EpochEnded, Event, StepLogged
+from ..events import EpochEnded, Event, ScriptScalars, StepLogged
 from ..runs import METRICS_FILE
 
 MAX_LINE = 1 << 20  # a longer line is tampering, not a record: skipped without holding it
@@ -46,9 +46,12 @@ class MetricsFile:
         self._fd = safefs.open_append(self.path)  # a symlink or FIFO here raises OSError
 
     def __call__(self, event: Event) -> None:
-        if self._fd < 0 or not isinstance(event, (StepLogged, EpochEnded)):
+        if self._fd < 0 or not isinstance(event, (StepLogged, EpochEnded, ScriptScalars)):
             return
-        line = (json.dumps(event.to_dict()) + "\n").encode()
+        if isinstance(event, ScriptScalars):
+            line = _script_lines(event)
+        else:
+            line = (json.dumps(event.to_dict()) + "\n").encode()
         self._backlog.append((isinstance(event, EpochEnded), line))
         self._held += len(line)
         if self._held > self.max_backlog_bytes:
@@ -196,6 +199,15 @@ def _keep(line: bytes | None, global_step: int, epochs_done: int | None) -> tupl
         if epoch > epochs_done:
             return False, ""
     return step <= global_step, ""
+
+
+def _script_lines(event: ScriptScalars) -> bytes:
+    """A supervised program's own scalars, one line each (`"type": "script_scalar"`), as
+    they were logged: easy to grep or load, and never taken for a step or an epoch."""
+    return b"".join((json.dumps({
+        "type": "script_scalar", "source": event.source, "path": event.path, "tag": tag,
+        "step": step, "value": value, "time": event.time}) + "\n").encode()
+        for tag, step, value in event.scalars)
 
 
 def _why(error: OSError | None) -> str:

@@ -164,6 +164,24 @@ def test_passes_of_the_largest_loader_are_the_epochs(tmp_path):
         "train.py:57", "train.py:60", "train.py:57", "train.py:57"]
 
 
+def test_a_change_inside_a_pass_marks_its_epoch_and_a_deferred_one_says_why():
+    bridge = LoaderBridge(None)
+    switched = {"kind": "switched", "loader": "train.py:57", "setting": "num_workers",
+                "value": 4, "previous": 0, "pass": 1, "batch": 37, "rank": 0}
+    deferred = {"kind": "deferred", "loader": "train.py:57", "setting": "batch_size",
+                "value": 16, "reason": "drop_last=True: ...", "rank": 0}
+    first, second = dict(pass_record("train.py:57", 800, workers=4), **{"pass": 1}), \
+        dict(pass_record("train.py:57", 800, workers=4), **{"pass": 2})
+    events = []
+    for record in (switched, deferred, first, second):
+        events += bridge._events_for(record)
+    lines = [event.message for event in events if event.kind == "log"]
+    assert "num_workers is now 4 (was 0), from batch 37 of this pass on" in lines[0]
+    assert "batch_size=16 applies from its next pass" in lines[1] and "drop_last" in lines[1]
+    assert [e.settings_changed for e in events if e.kind == "epoch"] == [True, False]
+    assert bridge._events_for(dict(switched, rank=1)) == []  # rank 0 speaks for the ranks
+
+
 def test_a_loader_that_cannot_change_is_named_with_why_and_nothing_is_written(tmp_path):
     from ctui.engine.events import SetBatchSize, SetNumWorkers
 

@@ -24,10 +24,13 @@ from textual import events
 
 from ctui.engine.events import (
     Pause,
+    ProcessTree,
     ProgramExited,
     ProgramOutput,
     ProgramStarted,
     ResizeTerminal,
+    ScriptScalars,
+    ScriptScalarsLatest,
     SetBatchSize,
     SetNumWorkers,
     Stop,
@@ -36,9 +39,11 @@ from ctui.engine.events import (
 from ctui.tui.app import CtuiApp, Launch
 from ctui.tui.confirm_screen import ChoiceScreen
 from ctui.tui.edit_screen import EditScreen
+from ctui.tui.host_panel import HostPanel
 from ctui.tui.keys_bar import KeysBar
 from ctui.tui.log_pane import LogPane
 from ctui.tui.process_panel import ProcessPanel
+from ctui.tui.script_logs import ScriptLogsPanel
 from ctui.tui.terminal_view import TerminalView
 
 SIZE = (80, 24)
@@ -75,8 +80,9 @@ def shown(widget) -> str:
 
 
 def log_text(app) -> str:
+    """The log's text with its lines' wrapping undone (it wraps at the pane's width)."""
     app.redraw(force=True)
-    return app.query_one(LogPane).text
+    return " ".join(app.query_one(LogPane).text.split())
 
 
 def typed(backend) -> str:
@@ -213,6 +219,56 @@ def test_the_process_panel_lists_each_process():
         async with app2.run_test(size=SIZE) as pilot:  # 80x24: a few, then the rest summed
             await program_attached(pilot, app2)
             assert "+3 more" in shown(app2.query_one(ProcessPanel))
+    run(test)
+
+
+def test_the_scripts_own_scalars_show_their_latest_value_per_tag():
+    scalars = [ScriptScalars(source="tensorboard", path="tb/exp", scalars=(
+                   ("train/loss", 1, 0.5), ("train/loss", 2, 0.25), ("val/acc", 1, None))),
+               ScriptScalars(source="tensorboard", path="tb/exp/grp_x", scalars=(
+                   ("grp", 3, 1.0),)),
+               ScriptScalars(source="tensorboard", path="tb/exp/grp_y", scalars=(
+                   ("grp", 3, 2.0),))]
+    app, _ = make_program_app()
+    app2, _ = make_program_app(program_run_events() + scalars)
+
+    async def test():
+        async with app.run_test(size=SIZE) as pilot:  # none logged: no room taken
+            await program_attached(pilot, app)
+            assert not app.query_one(ScriptLogsPanel).display
+        async with app2.run_test(size=(120, 40)) as pilot:
+            await program_attached(pilot, app2)
+            panel = app2.query_one(ScriptLogsPanel)
+            await until(pilot, lambda: panel.display)
+            text = shown(panel)
+            assert "train/loss 0.25 @2" in text and "0.5 " not in text
+            assert "val/acc nan/inf @1" in text and "tensorboard" in text
+            assert "grp (grp_x) 1 @3" in text and "grp (grp_y) 2 @3" in text
+        late, _ = make_program_app(program_run_events() + [ScriptScalarsLatest(
+            source="tensorboard", scalars=(("tb", "val/acc", 4, 0.5), ("tb", "loss", 9, 0.1)))])
+        async with late.run_test(size=SIZE) as pilot:  # attached late: the host's summary
+            await program_attached(pilot, late)
+            panel = late.query_one(ScriptLogsPanel)
+            await until(pilot, lambda: panel.display)
+            assert "val/acc 0.5 @4  loss 0.1 @9" in shown(panel)
+    run(test)
+
+
+def test_the_host_pane_counts_only_the_programs_dataloader_workers():
+    alone = [ProcessTree(rows=((PROGRAM_PID, "python", 99.0, 900.0, None),
+                               (PROGRAM_PID + 1, "tqdm-monitor", 1.0, 10.0, None)))]
+    app, _ = make_program_app()
+    app2, _ = make_program_app(program_run_events() + alone)
+
+    async def test():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await program_attached(pilot, app)
+            assert "workers 4 using 130% CPU" in shown(app.query_one(HostPanel))
+        async with app2.run_test(size=(120, 40)) as pilot:  # the program is not a worker
+            await program_attached(pilot, app2)
+            await until(pilot, lambda: len(app2.model.processes.rows) == 2)
+            app2.redraw(force=True)
+            assert "workers 0" in shown(app2.query_one(HostPanel))
     run(test)
 
 

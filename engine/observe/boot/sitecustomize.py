@@ -105,6 +105,7 @@ class _Watcher:
 def _install(module, folder):
     try:
         _load("_ctui_observe_safefs", os.path.join(_ENGINE, "safefs.py"))
+        _load("_ctui_observe_resume_pass", os.path.join(_ENGINE, "observe", "resume_pass.py"))
         hook = _load("_ctui_observe_hook", os.path.join(_ENGINE, "observe", "hook.py"))
         hook.install(module, folder)
     except Exception as error:
