@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # `ctui --epochs 3` is `ctui train --epochs 3`
+    if argv and argv[0] == "serve":  # the panel in a browser: its own options and checks
+        from .serve.command import main as serve_main
+
+        return serve_main(argv[1:])
     mode = panel_command(argv)
     if mode is None:
         from ctui.engine.cli.main import main as engine_main

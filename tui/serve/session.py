@@ -1,0 +1,33 @@
+"""One browser session's panel: what `ctui serve` runs per tab (textual-serve's web driver on
+stdin and stdout). The same panel as `ctui`: it attaches to the live run in the runs folder,
+a picker when there are several, or offers to resume or start one."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ctui.engine.cli.errors import Parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="ctui-serve-session", description="a panel for one browser session")
+    parser.add_argument("--runs-dir", required=True, metavar="DIR")
+    options = parser.parse_args(argv)
+    try:
+        sample = max(float(os.environ.get("CTUI_SAMPLE_SECONDS") or 1), 0.1)
+    except ValueError:
+        sample = 1.0
+    from ..app import CtuiApp, Launch
+
+    app = CtuiApp(Launch(mode="auto", runs_dir=Path(options.runs_dir)), sample_seconds=sample)
+    try:
+        app.run()  # stdout is the browser's channel: nothing else may be printed to it
+    finally:
+        app.close_connections()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
