@@ -257,11 +257,13 @@ def test_tune_from_the_shell_times_trials_and_applies_the_best(runs, capsys):
     code, out, err = ctui(capsys, "tune", "--budget", "4", "--apply")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[1].split() == ["batch", "workers", "samples/s"]
+    assert lines[1].split() == ["batch", "workers", "samples/s", "range", "trials"]
     rows = [line.split() for line in lines[2:] if line.split() and line.split()[0].isdigit()]
     assert rows[0][:2] == ["32", "0"]  # the run's own batch size, no workers first
     best = next(row for row in rows if "<-" in row)
-    assert lines[-1] == f"applied: batch_size={best[0]} num_workers={best[1]}"
+    assert lines[-1] in (f"applied: batch_size={best[0]} num_workers={best[1]}",
+                         f"kept: batch_size={best[0]} num_workers={best[1]} (the current "
+                         "settings)")
     with RunClient.connect(run_dir) as client:
         settings = [e for e in client.history() if isinstance(e, Settings)][-1]
     assert (settings.batch_size, settings.num_workers) == (int(best[0]), int(best[1]))

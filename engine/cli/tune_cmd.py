@@ -22,10 +22,12 @@ from .runs_cmds import _live_run, _no_answer, _run_argument
 def add_tune_command(commands: argparse._SubParsersAction) -> None:
     tune = commands.add_parser(
         "tune", help="time num_workers and batch sizes inside a live run; apply the best",
-        description="Run short timed trials inside a live run (num_workers 0, 1, 2, 4... up to "
-        "the core count, then batch sizes in powers of two up to the first out-of-memory), "
-        "restore the run's state, print samples/s per trial and offer to apply the best. "
-        "RUN defaults to the only live run.")
+        description="Run timed trials inside a live run (num_workers 0, 1, 2, 4... up to the "
+        "core count, more or fewer as the bottleneck verdict says, then batch sizes in powers "
+        "of two up to a quarter of the training set or the first out-of-memory), each repeated "
+        "until the fastest is apart from the rest beyond the noise; restore the run's state, "
+        "print the median and range of samples/s per setting and offer to apply the best "
+        "(within the noise, the current setting is kept). RUN defaults to the only live run.")
     _run_argument(tune)
     tune.add_argument("--budget", type=float, default=60.0, metavar="S",
                       help="time budget for the trials in seconds (default: 60)")
@@ -52,6 +54,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(report_table(report))
         best = (report.best_batch_size, report.best_num_workers)
+        if report.rows and best == report.rows[0][:2]:
+            print(f"kept: batch_size={best[0]} num_workers={best[1]} (the current settings)")
+            return EXIT_OK
         if args.no_apply or not report.rows or not _confirm(best, args.apply):
             print("not applied")
             return EXIT_OK
@@ -75,13 +80,23 @@ def _report_or_end(event) -> bool:
 
 
 def report_table(report: TuneReport) -> str:
-    lines = [f"{'batch':>6} {'workers':>7} {'samples/s':>10}"]
+    """Median samples/s of each setting with the lowest and highest of its repeats, the pick
+    marked, and the one-line reason (apart beyond the noise, or within it)."""
+    lines = [f"{'batch':>6} {'workers':>7} {'samples/s':>10} {'range':>15} {'trials':>6}"]
     best = (report.best_batch_size, report.best_num_workers)
-    for batch_size, workers, speed, note in report.rows:
-        mark = "  <- best" if (batch_size, workers) == best and not note else ""
+    current = report.rows[0][:2] if report.rows else best
+    for batch_size, workers, speed, note, low, high, trials in report.timed():
+        mark = ""
+        if (batch_size, workers) == best and not note:
+            mark = "  <- keep" if best == current else "  <- best"
         figure = note if note else f"{speed:,.0f}"
-        lines.append(f"{batch_size:>6} {workers:>7} {figure:>10}{mark}")
-    lines.append(f"({len(report.rows)} trials in {report.seconds:.0f}s)")
+        spread = f"{low:,.0f}-{high:,.0f}" if trials and not note else ""
+        lines.append(f"{batch_size:>6} {workers:>7} {figure:>10} {spread:>15} "
+                     f"{trials or '':>6}{mark}")
+    if report.summary:
+        lines.append(report.summary)
+    total = sum(trials for _, _, trials in report.spreads) or len(report.rows)
+    lines.append(f"({len(report.rows)} settings, {total} trials in {report.seconds:.0f}s)")
     return "\n".join(lines)
 
 
