@@ -536,10 +536,16 @@ class CtuiApp(ProgramRunMixin, App[None]):
         if not self.model.live:
             self.say("the run is no longer live; nothing applied", "warning")
             return
+        changes = []
         if settings is None or report.best_batch_size != settings.batch_size:
-            self.send(SetBatchSize(batch_size=report.best_batch_size))
+            changes.append(SetBatchSize(batch_size=report.best_batch_size))
         if settings is None or report.best_num_workers != settings.num_workers:
-            self.send(SetNumWorkers(num_workers=report.best_num_workers))
+            changes.append(SetNumWorkers(num_workers=report.best_num_workers))
+        if not changes:  # autotune kept the current settings: nothing to apply, nothing to say
+            self.say("the current settings stay: nothing to apply")
+            return
+        for command in changes:
+            self.send(command)
         self.say(f"applying batch size {report.best_batch_size}, "
                  f"{report.best_num_workers} workers")
 

@@ -247,6 +247,27 @@ def test_t_autotunes_and_applies_the_best_on_confirmation():
     run(test)
 
 
+def test_applying_a_tune_that_kept_the_current_settings_sends_and_claims_nothing():
+    app, backend = make_app()
+
+    async def test():
+        async with app.run_test(size=SIZE) as pilot:
+            await attached(pilot, app)
+            current = app.model.settings
+            await pilot.press("t")
+            backend.connection.emit(TuneReport(
+                rows=((current.batch_size, current.num_workers, 500.0, ""),),
+                best_batch_size=current.batch_size, best_num_workers=current.num_workers,
+                seconds=5.0))
+            await until(pilot, lambda: isinstance(app.screen, TuneScreen))
+            await pilot.press("a")
+            await until(pilot, lambda: not isinstance(app.screen, TuneScreen))
+            assert sent(backend) == [Tune()]
+            assert "nothing to apply" in log_text(app)
+            assert "applying batch size" not in log_text(app)
+    run(test)
+
+
 def test_tune_report_can_be_declined():
     app, backend = make_app()
 
