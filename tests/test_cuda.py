@@ -164,3 +164,34 @@ def test_headless_command_on_cuda_prints_peak_gpu_memory(tmp_path):
                       "--run-dir", str(tmp_path / "run"), "--no-tensorboard")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "peak GPU" in result.stdout and "MiB" in result.stdout
+
+
+# -- data parallel on GPUs (NCCL): the paths the gloo tests in tests/distributed cannot reach --
+
+def _ddp_job(tmp_path, ranks: str, batch_size: int):
+    run_dir = tmp_path / f"ddp-{ranks}"
+    result = run_ctui("train", "--headless", "--device", "cuda", "--nproc-per-node", ranks,
+                      "--max-restarts", "1", "--epochs", "2", "--batch-size", str(batch_size),
+                      "--no-tensorboard", "--run-dir", str(run_dir), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir, result.stdout
+
+
+def test_one_rank_under_the_launcher_trains_with_nccl(tmp_path):
+    run_dir, out = _ddp_job(tmp_path, "1", 64)
+    assert "(nccl" in out, out
+    assert _last_accuracy(run_dir) >= 0.8
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_one_rank_per_gpu_reaches_the_accuracy_of_one_gpu(tmp_path):
+    run_dir, out = _ddp_job(tmp_path, "gpu", 32)
+    assert f"{torch.cuda.device_count()} ranks (nccl" in out, out
+    assert _last_accuracy(run_dir) >= 0.8
+
+
+def _last_accuracy(run_dir) -> float:
+    import json
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r["type"] == "epoch"][-1]["test_accuracy"]
