@@ -53,6 +53,7 @@ OUTPUT_RATE = 256 * 1024  # characters a second, sustained
 OUTPUT_BURST = 1 << 20
 MAX_UNSENT = 1 << 20  # characters held for clients; older ones are skipped
 SAMPLE_EVERY = 2.0  # seconds between process-tree samples
+WAIT_AT_MOST = 0.25  # seconds the supervisor sleeps at most: how soon a stop request acts
 POLL_EVERY = 0.5  # seconds between looks at the DataLoader observer's records
 RESTART_DELAY = 1.0  # seconds before a restart: a crash loop stays cheap
 QUICK_EXIT = 3.0  # an attempt ending sooner than this "exited at once"
@@ -182,7 +183,7 @@ class Supervisor:
         env.setdefault("TERM", "xterm-256color")
         self.output_log.note(f"attempt {self.attempt}: {shlex.join(argv)} (in {self.spec.cwd})")
         terminal = Terminal(argv, self.spec.cwd, env, self._on_output, *self._size,
-                            on_idle=self._publish_due)
+                            on_idle=self._publish_due, idle_pending=self._output_pending)
         try:
             pid = terminal.start()
         except OSError as error:
@@ -207,7 +208,9 @@ class Supervisor:
         next_sample = next_poll = self.clock()
         returncode = None
         while returncode is None:
-            returncode = terminal.wait(0.1)
+            # asleep until the program ends or the next due look (a stop: within WAIT_AT_MOST)
+            returncode = terminal.wait(max(0.0, min(WAIT_AT_MOST, next_poll - self.clock(),
+                                                    next_sample - self.clock())))
             now = self.clock()
             self._escalate(terminal, now)
             if now >= next_poll:
@@ -392,6 +395,9 @@ class Supervisor:
         self._skipped += cut
         self._unsent = [text[cut:]]
         self._unsent_chars = len(text) - cut
+
+    def _output_pending(self) -> bool:
+        return bool(self._unsent or self._skipped)  # (a racy read is fine: a hint to wake)
 
     def _publish_due(self, force: bool = False) -> None:
         """Publish the unsent output when PUBLISH_EVERY has passed (terminal thread, or the

@@ -60,13 +60,17 @@ class Terminal:
 
     def __init__(self, argv: list[str] | tuple[str, ...], cwd: str, env: Mapping[str, str],
                  on_output: Callable[[bytes], None], columns: int = 120, rows: int = 40,
-                 on_idle: Callable[[], None] = lambda: None, tick: float = 0.05) -> None:
+                 on_idle: Callable[[], None] = lambda: None, tick: float = 0.05,
+                 idle_pending: Callable[[], bool] = lambda: True) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
         self.on_output = on_output
         self.on_idle = on_idle
         self.tick = tick
+        # on_idle is due again every `tick` only while this says so (unsent output): otherwise
+        # the reader sleeps until output or input comes, so a quiet program's host stays asleep
+        self.idle_pending = idle_pending
         self.size = (columns, rows)
         self.process: subprocess.Popen | None = None
         self._master = -1
@@ -76,6 +80,7 @@ class Terminal:
         self._input = bytearray()
         self._input_lock = threading.Lock()
         self._eof = threading.Event()
+        self._exited = threading.Event()  # set by the reaper: wait() blocks on it, no polling
         self._closing = False
         self._thread: threading.Thread | None = None
 
@@ -102,7 +107,15 @@ class Terminal:
         self._master = master
         self._thread = threading.Thread(target=self._run, name="ctui-terminal", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._reap, name="ctui-reaper", daemon=True).start()
         return self.process.pid
+
+    def _reap(self) -> None:
+        # Popen.wait(timeout) polls with short sleeps; a blocking wait here wakes only at the end
+        try:
+            self.process.wait()
+        finally:
+            self._exited.set()
 
     # ------------------------------------------------------------ any thread
 
@@ -141,12 +154,9 @@ class Terminal:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The program's return code (negative: the signal that ended it), or None."""
-        if self.process is None:
+        if self.process is None or not self._exited.wait(timeout):
             return None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.process.returncode
 
     def wait_for_eof(self, timeout: float) -> bool:
         """Until every holder of the terminal has closed it (its output fully read)."""
@@ -177,7 +187,8 @@ class Terminal:
                 with self._input_lock:
                     typing = bool(self._input)
                 readable, writable, _ = select.select(
-                    [master, self._wake_r], [master] if typing else [], [], self.tick)
+                    [master, self._wake_r], [master] if typing else [], [],
+                    self.tick if self.idle_pending() else None)
                 if self._wake_r in readable:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 4096)
