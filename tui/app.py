@@ -27,6 +27,7 @@ from ctui.engine.events import (
     Failed,
     LogLine,
     Pause,
+    Position,
     Resume,
     ScriptScalars,
     ScriptScalarsLatest,
@@ -112,6 +113,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._reader: EventReader | None = None
         self._generation = 0
         self._dirty = True
+        self._position_dirty = False  # only the training pane's progress changed
         self._opening = False  # a start or attach is under way
         self._tune_asked = False  # this panel sent Tune on this connection: offer its result
         self._init_program_run()
@@ -150,13 +152,17 @@ class CtuiApp(ProgramRunMixin, App[None]):
 
     def redraw(self, force: bool = False) -> None:
         """Push the model into the widgets, when something changed since the last time."""
-        if not (self._dirty or force):
+        if not (self._dirty or self._position_dirty or force):
             return
         model = self.model
         try:
             training = self.query_one(TrainingPanel)
         except NoMatches:
             return  # the screen is being built or torn down (quitting): nothing to draw into
+        self._position_dirty = False
+        if not (self._dirty or force):  # a few times a second: redraw only what shows it
+            training.show(model)
+            return
         self._dirty = False
         self._draw_program(self.query_one(TerminalView))
         training.show(model)
@@ -192,6 +198,9 @@ class CtuiApp(ProgramRunMixin, App[None]):
         event = message.event
         before = self.model.state
         self.model.apply(event)
+        if isinstance(event, Position):
+            self._position_dirty = True
+            return
         self._dirty = True
         if isinstance(event, (ScriptScalars, ScriptScalarsLatest)):
             self.query_one(ScriptLogsPanel).add(event)
