@@ -75,7 +75,8 @@ def restarts_so_far() -> int:
 def ranks_line(group, batch_size: int) -> str:
     """The job in one log line: ranks, backend, the per-rank and global batch, restarts."""
     world = group.world_size
-    line = (f"{world} rank{'' if world == 1 else 's'} ({group.backend}, rank 0 on {group.device}): batch {batch_size} "
+    ranks = f"{world} rank" + ("" if world == 1 else "s")
+    line = (f"{ranks} ({group.backend}, rank 0 on {group.device}): batch {batch_size} "
             f"per rank, global batch {batch_size * world}")
     restarts = restarts_so_far()
     if restarts:
