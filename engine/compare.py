@@ -14,7 +14,6 @@ import math
 import os
 import re
 import shlex
-import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from .host.registry import (
     UNREADABLE,
     RunInfo,
+    check_regular_files,
     count_field,
     list_runs,
     read_json,
@@ -143,7 +143,7 @@ def summarize(info: RunInfo) -> RunSummary:
         return _unreadable(info)
     try:
         check_private_dir(Path(info.run_dir))
-        _check_regular(Path(info.run_dir))
+        check_regular_files(Path(info.run_dir), (CONFIG_FILE, METRICS_FILE, BEST_FILE))
         return _summarize(info)
     except UnsafePathError as error:
         reason = error.strerror if error.filename and error.filename in error.strerror \
@@ -152,19 +152,6 @@ def summarize(info: RunInfo) -> RunSummary:
         return _unreadable(info if reason is None else replace(info, reason=reason))
     except Exception as error:  # whatever one folder holds, the other runs still compare
         return _unreadable(unreadable_run(Path(info.run_dir), error))
-
-
-def _check_regular(run_dir: Path) -> None:
-    """The files read here, where present, must be regular: a FIFO, device or link in their
-    place is someone's doing, and the run is shown as unreadable, saying which."""
-    for name in (CONFIG_FILE, METRICS_FILE, BEST_FILE):
-        try:
-            mode = os.lstat(run_dir / name).st_mode
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-            raise UnsafePathError(0, kind, str(run_dir / name))
 
 
 def _summarize(info: RunInfo) -> RunSummary:

@@ -557,14 +557,8 @@ class Engine:
                 self._drain_saves()  # a save asked for while paused is reported now
                 pending.extend(self.group.agree().commands)
                 continue
-            command = pending.pop(0)
-            if isinstance(command, Resume):
-                self._answer(command, "resumed at this step")
+            if self._resumes(pending.pop(0)):
                 break
-            if isinstance(command, Pause):
-                self._answer(command, "already paused")
-                continue
-            self._apply(command)
         self._emit(StateChanged(state=State.RUNNING, reason="resumed"))
         return time.monotonic() - start
 
@@ -594,15 +588,21 @@ class Engine:
                 command = self._commands.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if isinstance(command, Resume):
-                self._answer(command, "resumed at this step")
+            if self._resumes(command):
                 break
-            if isinstance(command, Pause):
-                self._answer(command, "already paused")
-                continue
-            self._apply(command)
         self._emit(StateChanged(state=State.RUNNING, reason="resumed"))
         return time.monotonic() - start
+
+    def _resumes(self, command: Command) -> bool:
+        """A command that came while paused: answered or applied; True when it resumes."""
+        if isinstance(command, Resume):
+            self._answer(command, "resumed at this step")
+            return True
+        if isinstance(command, Pause):
+            self._answer(command, "already paused")
+        else:
+            self._apply(command)
+        return False
 
     def _after_epoch(self, event: EpochEnded) -> None:
         if self.is_writer:  # with ranks, rank 0 alone evaluates

@@ -266,16 +266,19 @@ def _list_one(path: Path) -> tuple[tuple[int, float], RunInfo] | None:
     try:
         if not _is_run_dir(path):
             return None
-        _check_files(path)
+        check_regular_files(path)
         return (1, _started(path)), run_info(path)
     except Exception as error:  # whatever one folder holds, the others still list
         return (0, 0.0), unreadable_run(path, error)
 
 
-def _check_files(run_dir: Path) -> None:
+RUN_FILES = (CONFIG_FILE, HOST_FILE, END_FILE, METRICS_FILE, LOCK_NAME)
+
+
+def check_regular_files(run_dir: Path, names: tuple[str, ...] = RUN_FILES) -> None:
     """The run's own files, where present, must be regular files: a FIFO, a device or a link
     in their place is someone's doing, and the run is shown as unreadable, saying which."""
-    for name in (CONFIG_FILE, HOST_FILE, END_FILE, METRICS_FILE, LOCK_NAME):
+    for name in names:
         try:
             mode = os.lstat(run_dir / name).st_mode
         except FileNotFoundError:
