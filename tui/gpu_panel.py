@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
-from textual.widgets import Static
 
 from ctui.engine.telemetry import GpuReading
 
+from .fitted import FittedStatic
 from .format import bar, na, size, sparkline, used_of
 from .model import RunModel
 
 BAR = 10
 
 
-class GpuPanel(Static):
+class GpuPanel(FittedStatic):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "GPU"
 
     def show(self, model: RunModel) -> None:
-        self.update(self._render_model(model))
+        self.show_content(self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Group | Text:
         snapshot = model.telemetry

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
-from textual.widgets import Static
 
+from .fitted import FittedStatic
 from .format import bar, core_bars, used_of
 from .model import RunModel
 from .process_panel import program_workers
 
 
-class HostPanel(Static):
+class HostPanel(FittedStatic):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Host"
 
     def show(self, model: RunModel) -> None:
-        self.update(self._render_model(model))
+        self.show_content(self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Group | Text:
         host = model.telemetry.host if model.telemetry else None

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
 
 from ctui.engine.telemetry import WORKER_NAME
 
+from .fitted import FittedStatic
 from .format import size
 from .model import RunModel
 
 ROWS_SHORT, ROWS_TALL = 3, 8  # processes listed below / from 34 lines of terminal
 
 
-class ProcessPanel(Static):
+class ProcessPanel(FittedStatic):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Processes"
 
     def show(self, model: RunModel) -> None:
-        self.update(self._render_model(model))
+        self.show_content(self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Table | Text:
         tree, ended = model.processes, model.program_ended

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
 
 from ctui.engine.events import State
 
+from .fitted import FittedStatic
 from .format import ago, bar, clock, tail
 from .model import RunModel, exit_line
 from .ranks import rank_lines
@@ -25,7 +25,7 @@ STATE_STYLES = {
 ADVICE_STYLES = {"input-bound": "yellow", "gpu-underused": "yellow", "compute-bound": "green"}
 
 
-class TrainingPanel(Static):
+class TrainingPanel(FittedStatic):
     """Reads the RunModel when the app redraws; `clock` gives the time for the checkpoint age."""
 
     def __init__(self, clock_fn: Callable[[], float], **kwargs) -> None:
@@ -34,8 +34,8 @@ class TrainingPanel(Static):
         self.border_title = "Training"
 
     def show(self, model: RunModel) -> None:
-        self.border_title = f"Training · {model.name}" if model.name else "Training"
-        self.update(self._render_model(model))
+        self.set_title(f"Training · {model.name}" if model.name else "Training")
+        self.show_content(self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Table | Text:
         if model.program_run:

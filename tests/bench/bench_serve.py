@@ -4,7 +4,8 @@
    nothing attached (both detached run hosts, so only the browser, its panel process and the
    server differ), alternating the order, as a ratio of medians (target >= 0.97). The browser
    normally runs on the user's laptop, not on the training box: here it shares the box, so by
-   default its processes run at the lowest priority (`--browser-priority same` to not).
+   default its processes run at the lowest priority, their scheduling group included
+   (`--browser-priority same` to not).
 2. Time from opening the URL in the browser to the panel's first frame (the run's name drawn).
 
     python tests/bench/bench_serve.py [--repeats 3] [--epochs 5] [--task digits]
@@ -28,15 +29,26 @@ from browsing import Serve, ctui, launch, open_panel, why_no_browser  # noqa: E4
 
 
 def lower_browser_priority() -> None:
-    """Chromium's processes (started by this one through Playwright) at nice 19: as if the
-    browser ran on another machine. Called after each page opens, for its new renderer."""
+    """Chromium's processes and threads (started by this one through Playwright) at the lowest
+    priority: as if the browser ran on another machine. Called after each page opens, for its
+    new renderer.
+
+    A process's nice value is not enough on Linux: it is per thread (psutil's nice() sets the
+    main thread only), and with autogroups (sched_autogroup_enabled, on here) the CPU is first
+    shared between sessions, a nice value ranking a thread only inside its own. Chromium runs
+    in a session of its own (Playwright starts it detached), so its session's group is set to
+    nice 19 as well (/proc/PID/autogroup)."""
     import psutil
 
     for process in psutil.Process().children(recursive=True):
         try:
-            if "chrom" in process.name():
-                process.nice(19)
-        except psutil.Error:
+            if "chrom" not in process.name():
+                continue
+            for thread in process.threads():
+                os.setpriority(os.PRIO_PROCESS, thread.id, 19)
+            if os.getsid(process.pid) == process.pid:
+                Path(f"/proc/{process.pid}/autogroup").write_text("19")
+        except (psutil.Error, OSError):
             pass
 
 

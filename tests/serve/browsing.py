@@ -104,9 +104,12 @@ class Serve:
     def __init__(self, runs: Path, log: Path, *flags: str) -> None:
         self.log = log
         with log.open("w") as out:
+            # Its own session, as when a user starts it from a shell: on Linux that is also its
+            # own scheduling group (autogroup), apart from the browser's.
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ctui.tui.main", "serve", "--port", "0", "--runs-dir",
-                 str(runs), *flags], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+                 str(runs), *flags], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                start_new_session=True)
         deadline = time.monotonic() + 60
         while not (found := re.search(r"open (http://\S+)", log.read_text())):
             if time.monotonic() > deadline or self.process.poll() is not None:
