@@ -399,12 +399,13 @@ class LoaderPass(Event):
 
 @dataclass(frozen=True)
 class ScriptScalars(Event):
-    """Scalars the program logged itself, read from its files as they grew: (tag, step, value)
-    triples of one file's folder (`runs/exp1`, relative to the program's working folder); a
-    value that is not finite (a diverged loss) is None."""
+    """Scalars the program logged itself, as they came: (tag, step, value) triples of one
+    TensorBoard file's folder (`runs/exp1`, relative to the program's working folder), or of
+    its wandb.log calls (path `wandb`; `wandb/rank1` for another rank; each tag's latest value a
+    few times a second); a value that is not finite (a diverged loss) is None."""
 
     kind: ClassVar[str] = "script_scalars"
-    source: str = ""  # "tensorboard"
+    source: str = ""  # "tensorboard" or "wandb"
     path: str = ""
     scalars: tuple[tuple[str, int, float | None], ...] = ()
 

@@ -1,5 +1,6 @@
-"""What a program run logs itself (its TensorBoard scalars, as the host reads them): the latest
-value of each tag, in a few lines under its processes. Hidden until a value arrives."""
+"""What a program run logs itself (its TensorBoard scalars and what it logs to wandb, as the
+host reads them): the latest value of each tag, in a few lines under its processes. Hidden
+until a value arrives; the title names where the values came from."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class ScriptLogsPanel(Static):
         self.border_title = "Script's scalars"
         # (folder, tag) -> (step, value), in the order first seen
         self.latest: dict[tuple[str, str], tuple[int, float | None]] = {}
-        self.source = ""
+        self.sources: list[str] = []  # "tensorboard", "wandb": in the order first seen
         self._changed = False
 
     def add(self, event: ScriptScalars | ScriptScalarsLatest) -> None:
@@ -46,7 +47,9 @@ class ScriptLogsPanel(Static):
                 if previous is None or step >= previous[0]:
                     self.latest[key] = (step, value)
                     self._changed = True
-        self.source = event.source or self.source
+        source = str(event.source)[:20]
+        if source and source not in self.sources and len(self.sources) < 4:
+            self.sources.append(source)
 
     def clear(self) -> None:
         self.latest.clear()
@@ -57,8 +60,8 @@ class ScriptLogsPanel(Static):
         if not self._changed:
             return
         self._changed = False
-        if self.source:
-            self.border_title = f"Script's scalars ({self.source})"
+        if self.sources:
+            self.border_title = f"Script's scalars ({', '.join(self.sources)})"
         self.update(self.render_values())
 
     def render_values(self) -> Text:

@@ -3,10 +3,12 @@
 The supervisor (`ctui run -- CMD`) starts CMD with child_environment(): a start-up hook
 (boot/sitecustomize.py, coverage.py's precedent) that, in every Python process of CMD which
 imports torch (torchrun's ranks included; DataLoader workers stay silent), times each pass over
-each DataLoader and appends records to `<observe_dir>/passes-<rank>-<pid>.jsonl`:
+each DataLoader, and in every one which imports wandb, reads the numbers it logs there; both
+append records to `<observe_dir>/passes-<rank>-<pid>.jsonl`:
 
     loader    loader, dataset, batch_size, num_workers, persistent_workers,
               can_change {setting: bool}, why_not {setting: reason}
+    pass_started  loader, pass, started   (when iter() starts a pass)
     pass      loader, pass, started, seconds, wait_seconds, batches, samples,
               samples_per_second, data_wait_fraction, batch_size, num_workers,
               complete, ended (exhausted | abandoned | restarted | exit)
@@ -14,6 +16,8 @@ each DataLoader and appends records to `<observe_dir>/passes-<rank>-<pid>.jsonl`
     refused   loader, setting, value, reason
     switched  loader, setting, value, previous, pass, batch   (applied inside a pass)
     deferred  loader, setting, value, reason   (not inside this pass: from the next one)
+    scalar    source ("wandb"), tag, step (or null), value (null: not finite)
+              (the latest of each tag, a few times a second: not every call)
     process   world_size, argv0          (first line of each file)
     disabled  reason                     (the observer stopped; the script runs on)
 
@@ -21,7 +25,7 @@ and every record has kind, time, pid and rank. RecordFollower reads them back, c
 write_settings() changes num_workers and batch_size inside the current pass where the loader
 can continue its order exactly (resume_pass.py), else from its next pass.
 
-Importing this package loads neither torch nor Textual.
+Importing this package loads neither torch, wandb nor Textual.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ class whose __next__ adds two perf_counter reads). Nothing here draws random num
 samples or holds a batch, so the program computes exactly what it computes bare.
 
 A pass ends when its iterator is exhausted (complete), dropped, replaced by a new pass of the
-same loader, or at exit (incomplete). One `pass` record is appended then, never per batch.
+same loader, or at exit (incomplete). One `pass_started` record is appended when iter() starts
+it and one `pass` record when it ends, never one per batch (the supervisor tells a training
+epoch's evaluation from the starts of the passes around it).
 
 Live settings (settings.json, written by the supervisor) are read at the start of a pass and
 apply from that pass on; inside a pass they are looked at every CHECK_EVERY seconds (one float
@@ -21,7 +23,15 @@ They are refused, with a record naming the loader and why, for an iterable datas
 batch_size=None, and for batch_size when several ranks train (each rank would see the change at
 its own moment, and ranks with different batch counts hang in their collectives).
 
-Standard library only at import; torch is only ever reached through the module passed in.
+Once the program imports wandb (wandb.sdk.wandb_run), install_wandb() wraps Run.log, which
+wandb.log reaches too: ScalarTap keeps the latest value of each number logged and a thread of
+its own writes them as `scalar` records a few times a second and at exit. The original call
+runs first, with the same arguments, and what it returns or raises is the program's; a failure
+of the tap's own is one `disabled` record and the tap stops. Reading wandb's own `.wandb` files
+instead is not possible live (see engine/program/script_logs.py).
+
+Standard library only at import; torch and wandb are only ever reached through the module
+passed in, or, for a number logged to wandb, through the program's own sys.modules.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import math
 import os
 import sys
 import threading
@@ -171,7 +182,7 @@ class Observer:
         self.module = module
         self.folder = folder
         self.pid = os.getpid()
-        self.fd: int | None = None
+        self.file = records_file(folder)
         self.disabled = ""
         self.lock = threading.RLock()
         self.tracked: dict[int, _Tracked] = {}
@@ -302,6 +313,8 @@ class Observer:
                             loader.collate_fn is self.default_collate, self.tensor)
             logical.current = current
             self.announce(loader, logical)
+            self.write({"kind": "pass_started", "loader": logical.label, "pass": current.index,
+                        "started": round(current.wall, 6)})
         return current
 
     def attach(self, iterator: Any, current: _Pass, start: float,
@@ -538,23 +551,7 @@ class Observer:
     # --- records -------------------------------------------------------------------------
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record (one write(2) of one line: O_APPEND keeps lines whole)."""
-        if os.getpid() != self.pid:
-            return
-        with self.lock:
-            if self.fd is None:
-                rank = _rank()
-                path = os.path.join(self.folder, f"{RECORDS_PREFIX}{rank}-{self.pid}"
-                                    f"{RECORDS_SUFFIX}")
-                self.fd = open_append(path)
-                self._write_line({"kind": "process", "world_size": _env_int("WORLD_SIZE", 1),
-                                  "argv0": os.path.basename(sys.argv[0])[:200] if sys.argv
-                                  else ""}, rank)
-            self._write_line(record, _rank())
-
-    def _write_line(self, record: dict[str, Any], rank: int) -> None:
-        line = {**record, "time": round(time.time(), 6), "pid": self.pid, "rank": rank}
-        os.write(self.fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+        self.file.write(record)
 
     def disable(self, doing: str, error: BaseException) -> None:
         if self.disabled:
@@ -566,10 +563,7 @@ class Observer:
             pass
 
     def close_file(self) -> None:
-        with self.lock:
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
+        self.file.close()
 
     def at_exit(self) -> None:
         if self.disabled or os.getpid() != self.pid:
@@ -586,12 +580,279 @@ class Observer:
     def forked(self) -> None:
         """In a forked child (a DataLoader worker, or a rank started by fork): a new process
         with its own file and no passes of the parent's."""
-        self.pid = os.getpid()
-        self.fd = None  # the parent's descriptor stays the parent's
+        self.pid = os.getpid()  # (the records file forgets the parent's by itself)
         self.lock = threading.RLock()
         for logicals in self.sites.values():
             for logical in logicals:
                 logical.current = None
+
+
+class RecordsFile:
+    """This process's records file, `passes-<rank>-<pid>.jsonl`, shared by the DataLoader
+    observer and the wandb tap: opened at the first record (a `process` line first), appended
+    one line per write(2) (O_APPEND keeps lines whole), never written by a forked child."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.pid = os.getpid()
+        self.fd: int | None = None
+        self.lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if os.getpid() != self.pid:
+            return
+        with self.lock:
+            rank = _rank()
+            if self.fd is None:
+                path = os.path.join(self.folder, f"{RECORDS_PREFIX}{rank}-{self.pid}"
+                                    f"{RECORDS_SUFFIX}")
+                self.fd = open_append(path)
+                self._write_line({"kind": "process", "world_size": _env_int("WORLD_SIZE", 1),
+                                  "argv0": os.path.basename(sys.argv[0])[:200] if sys.argv
+                                  else ""}, rank)
+            self._write_line(record, rank)
+
+    def _write_line(self, record: dict[str, Any], rank: int) -> None:
+        line = {**record, "time": round(time.time(), 6), "pid": self.pid, "rank": rank}
+        os.write(self.fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def forked(self) -> None:
+        """In a forked child: a file of its own, opened at its first record."""
+        self.pid = os.getpid()
+        self.fd = None  # the parent's descriptor stays the parent's
+        self.lock = threading.Lock()
+
+
+_FILE: RecordsFile | None = None
+_FORK_HANDLER = False
+
+
+def records_file(folder: str) -> RecordsFile:
+    """The process's records file in `folder` (one, whoever writes to it)."""
+    global _FILE, _FORK_HANDLER
+    if _FILE is None or _FILE.folder != folder:
+        _FILE = RecordsFile(folder)
+    if not _FORK_HANDLER and hasattr(os, "register_at_fork"):
+        _FORK_HANDLER = True
+        os.register_at_fork(after_in_child=_file_forked)
+    return _FILE
+
+
+def _file_forked() -> None:
+    if _FILE is not None:
+        _FILE.forked()
+
+
+# --- what the program logs to wandb ------------------------------------------------------------
+
+SCALARS_SOURCE = "wandb"
+SCALARS_OFF = "wandb scalars off"  # how a `disabled` record of the tap begins (loaders.py)
+SCALARS_EVERY = 0.5  # seconds between two writes of the latest values
+MAX_SCALAR_TAGS = 200  # tags followed; the first seen stay, as a script's main figures come first
+MAX_KEYS_PER_CALL = 256  # entries of one logged dict looked at, nested ones included
+MAX_NESTING = 4
+MAX_TAG = 200
+_SKIP = object()
+
+
+class ScalarTap:
+    """wandb's Run.log, watched. After a call returns normally, the numbers of the dict it
+    logged (nested dicts flattened with '/') are kept, the latest per tag; a thread of the
+    tap's own writes the tags changed since its last write as `scalar` records at most every
+    SCALARS_EVERY seconds, and the rest goes at exit. So the call itself does no I/O, and a
+    script logging at 10 kHz writes no more than one that logs twice a second."""
+
+    def __init__(self, file: RecordsFile, source: str = SCALARS_SOURCE) -> None:
+        self.file = file
+        self.source = source
+        self.pid = os.getpid()
+        self.disabled = ""
+        self.latest: dict[str, tuple[int | None, float | None]] = {}
+        self.changed: dict[str, None] = {}  # tags changed since the last write, in order
+        self.lock = threading.Lock()  # latest and changed: the program's threads and ours
+        self.writing = threading.Lock()  # one write of the latest at a time, in order
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.owner: Any = None
+        self.original: Any = None
+
+    def patch(self, run_class: Any) -> None:
+        if getattr(run_class, "_ctui_tap", None) is not None:
+            return  # patched already (a second copy of this file)
+        original = run_class.log
+        tap = self
+
+        @functools.wraps(original)
+        def log(run, *args, **kwargs):
+            step = None
+            if not tap.disabled:
+                try:  # the step wandb files these values under when the call names none
+                    step = vars(run).get("_local_step")  # a plain read: no code of wandb's runs
+                except Exception:
+                    pass
+            result = original(run, *args, **kwargs)  # the program's call: its errors its own
+            if not tap.disabled:
+                try:
+                    tap.took(args, kwargs, step)
+                except Exception as error:  # never the program's problem
+                    tap.disable("reading a wandb.log call", error)
+            return result
+
+        self.owner, self.original = run_class, original
+        run_class.log = log
+        run_class._ctui_tap = self
+        atexit.register(self.at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.forked)
+
+    def unpatch(self) -> None:
+        """Restore Run.log (for tests); what was kept is written first."""
+        self.at_exit()
+        if self.owner is not None and getattr(self.owner, "_ctui_tap", None) is self:
+            self.owner.log = self.original
+            del self.owner._ctui_tap
+        self.disabled = self.disabled or "uninstalled"
+        atexit.unregister(self.at_exit)
+        self.wake.set()
+
+    def took(self, args: tuple, kwargs: dict[str, Any], run_step: Any) -> None:
+        """Keep the numbers of one wandb.log(data, step=None, commit=None) call."""
+        data = args[0] if args else kwargs.get("data")
+        if not isinstance(data, Mapping):
+            return
+        step = args[1] if len(args) > 1 else kwargs.get("step")
+        if type(step) is not int or step < 0:
+            step = run_step if type(run_step) is int and run_step >= 0 else None
+        numbers = _numbers(data)
+        if not numbers:
+            return
+        with self.lock:
+            latest, changed, wake = self.latest, self.changed, not self.changed
+            for tag, value in numbers:
+                if tag in latest or len(latest) < MAX_SCALAR_TAGS:
+                    latest[tag] = (step, value)
+                    changed[tag] = None
+            if not (wake and changed):
+                return
+            if self.thread is None:  # started at the first values: wandb runs threads already
+                self.thread = threading.Thread(target=self._run, name="ctui-wandb-scalars",
+                                               daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.disabled:
+            self.wake.wait()
+            time.sleep(SCALARS_EVERY)  # what else comes meanwhile goes in the same write
+            if self.disabled:
+                break
+            try:
+                self.flush()
+            except Exception as error:
+                self.disable("writing wandb scalars", error)
+
+    def flush(self) -> None:
+        """Write the tags changed since the last write (the thread, at exit)."""
+        if os.getpid() != self.pid:
+            return
+        with self.writing:
+            with self.lock:
+                self.wake.clear()  # under the lock: a value kept after this wakes it again
+                tags, self.changed = self.changed, {}
+                values = [(tag, self.latest[tag]) for tag in tags]
+            for tag, (step, value) in values:
+                self.file.write({"kind": "scalar", "source": self.source, "tag": tag,
+                                 "step": step, "value": value})
+
+    def disable(self, doing: str, error: BaseException) -> None:
+        if self.disabled:
+            return
+        self.disabled = f"{SCALARS_OFF} while {doing}: {type(error).__name__}: {error}"[:500]
+        self.wake.set()  # the thread ends
+        try:
+            self.file.write({"kind": "disabled", "reason": self.disabled})
+        except Exception:
+            pass
+
+    def at_exit(self) -> None:
+        if self.disabled or os.getpid() != self.pid:
+            return
+        try:
+            self.flush()
+        except Exception:
+            pass
+
+    def forked(self) -> None:
+        """In a forked child: its own values and thread, none of the parent's."""
+        self.pid = os.getpid()
+        self.latest, self.changed = {}, {}
+        self.lock, self.writing = threading.Lock(), threading.Lock()
+        self.wake, self.thread = threading.Event(), None
+
+
+def _numbers(data: Mapping) -> list[tuple[str, float | None]]:
+    """(tag, value) for each number in a logged dict, nested dicts' tags joined with '/'; a
+    value that is not finite is None (as TensorBoard's in script_logs.py). Bools, strings, media,
+    histograms, arrays and tensors of more than one value are left out."""
+    found: list[tuple[str, float | None]] = []
+    stack: list[tuple[str, Mapping, int]] = [("", data, 0)]
+    budget = MAX_KEYS_PER_CALL
+    while stack and budget > 0:
+        prefix, mapping, depth = stack.pop()
+        for key, value in mapping.items():
+            budget -= 1
+            if budget < 0:
+                break
+            if type(key) is not str:
+                continue
+            kind = type(value)
+            if kind is float:
+                number = value if value - value == 0 else None  # inf - inf and nan are nan
+            elif kind is int:
+                number = float(value) if -1e300 < value < 1e300 else None
+            elif kind is bool or kind is str:
+                continue
+            elif isinstance(value, Mapping):
+                if depth + 1 < MAX_NESTING:
+                    stack.append((f"{prefix}{key}/", value, depth + 1))
+                continue
+            else:
+                number = _other_number(value)
+                if number is _SKIP:
+                    continue
+            found.append(((prefix + key)[:MAX_TAG], number))
+    return found
+
+
+def _other_number(value: Any) -> Any:
+    """A numpy or torch scalar (or 0-d array) as a float (None when not finite), else _SKIP.
+    Only modules the program has imported are looked at; nothing is imported here."""
+    try:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(value, (numpy.generic, numpy.ndarray)):
+            if value.ndim != 0 or value.dtype.kind not in "iuf":
+                return _SKIP
+            number = float(value)
+        else:
+            torch = sys.modules.get("torch")
+            if torch is not None and isinstance(value, torch.Tensor):
+                # wandb has just copied it to the host in the same call; this reads that value
+                if value.dim() != 0 or value.dtype.is_complex or value.dtype is torch.bool:
+                    return _SKIP
+                number = float(value.item())
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            else:
+                return _SKIP
+    except Exception:  # a value that will not say what it is: left out
+        return _SKIP
+    return number if math.isfinite(number) else None
 
 
 def _observed_class(cls: type) -> type:
@@ -737,8 +998,31 @@ def install(module: Any, folder: str) -> Observer | None:
     return None
 
 
+def install_wandb(module: Any, folder: str) -> ScalarTap | None:
+    """Record the numbers the program logs through `module.Run.log` (wandb.sdk.wandb_run,
+    which wandb.log reaches too) into `folder`; None when the folder is unsafe."""
+    global _TAP
+    try:
+        check_private_dir(Path(folder), "observe folder")
+    except OSError as error:
+        sys.stderr.write(f"ctui: not reading wandb.log calls: {error}\n")
+        return None
+    tap = ScalarTap(records_file(folder))
+    tap.patch(module.Run)
+    if getattr(module.Run, "_ctui_tap", None) is tap:
+        _TAP = tap
+        return tap
+    return None
+
+
+_TAP: ScalarTap | None = None
+
+
 def uninstall() -> None:
-    global _OBSERVER
+    global _OBSERVER, _TAP
     if _OBSERVER is not None:
         _OBSERVER.unpatch()
         _OBSERVER = None
+    if _TAP is not None:
+        _TAP.unpatch()
+        _TAP = None

@@ -27,6 +27,10 @@ PASS_ENDS = ("exhausted", "abandoned", "restarted", "exit")
 
 _INT, _FLOAT, _TEXT, _BOOL = "int", "float", "text", "bool"
 _OPT_INT = "int?"
+_OPT_NUMBER = "number?"  # a finite number of either sign, or null (not finite where logged)
+_TAG = "tag"  # text of 1 to MAX_TAG characters
+MAX_TAG = 200
+SCALAR_SOURCES = ("wandb",)
 _FLAGS, _REASONS = "flags", "reasons"
 
 COMMON = {"kind": _TEXT, "time": _FLOAT, "pid": _INT, "rank": _INT}
@@ -36,6 +40,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "loader": {"loader": _TEXT, "dataset": _TEXT, "batch_size": _OPT_INT,
                "num_workers": _INT, "persistent_workers": _BOOL, "can_change": _FLAGS,
                "why_not": _REASONS},
+    "pass_started": {"loader": _TEXT, "pass": _INT, "started": _FLOAT},
     "pass": {"loader": _TEXT, "pass": _INT, "started": _FLOAT, "seconds": _FLOAT,
              "wait_seconds": _FLOAT, "batches": _INT, "samples": _INT,
              "samples_per_second": _FLOAT, "data_wait_fraction": _FLOAT,
@@ -46,6 +51,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "switched": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "previous": _OPT_INT,
                  "pass": _INT, "batch": _INT},
     "deferred": {"loader": _TEXT, "setting": _TEXT, "value": _INT, "reason": _TEXT},
+    "scalar": {"source": _TEXT, "tag": _TAG, "step": _OPT_INT, "value": _OPT_NUMBER},
     "disabled": {"reason": _TEXT},
 }
 
@@ -56,9 +62,13 @@ def _valid(kind: str, value: Any) -> bool:
     if kind == _OPT_INT:
         return value is None or _valid(_INT, value)
     if kind == _FLOAT:
-        return type(value) in (int, float) and math.isfinite(value) and value >= 0
+        return _finite(value) and value >= 0
+    if kind == _OPT_NUMBER:
+        return value is None or _finite(value)
     if kind == _TEXT:
         return type(value) is str and len(value) <= MAX_TEXT
+    if kind == _TAG:
+        return type(value) is str and 0 < len(value) <= MAX_TAG
     if kind == _BOOL:
         return type(value) is bool
     if kind in (_FLAGS, _REASONS):
@@ -66,6 +76,13 @@ def _valid(kind: str, value: Any) -> bool:
         return type(value) is dict and all(
             key in SETTINGS and _valid(leaf, item) for key, item in value.items())
     return False
+
+
+def _finite(value: Any) -> bool:
+    """An int or float that a float holds (an int of 400 digits is no float: no OverflowError)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -1e308 < value < 1e308
 
 
 def _refuse_constant(name: str) -> Any:
@@ -93,6 +110,8 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
         return None
     if record["kind"] in ("applied", "refused", "switched", "deferred") and \
             record["setting"] not in (*SETTINGS, "settings.json"):
+        return None
+    if record["kind"] == "scalar" and record["source"] not in SCALAR_SOURCES:
         return None
     return record
 

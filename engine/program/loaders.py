@@ -2,6 +2,13 @@
 that installs it, its records turned into events, and `num_workers` / `batch_size` changes
 written for it to apply inside a loader's current pass where it can, else at its next.
 
+An epoch is a complete pass of the training loader (the one over the most samples). Its row
+(EpochEnded) waits until that loader's next pass starts, or the program ends, so that its
+eval_seconds can be the time of the passes over the program's other loaders in between, its
+evaluation; records of an observer that does not say when passes start (no `pass_started`)
+give rows at once, with eval_seconds 0. The numbers the program logs to wandb come with the
+same records and leave as ScriptScalars (script_logs.RecordedScalars).
+
 The records come from a program ctui did not write: every field is type-checked again here,
 and text is cut short, before it becomes an event.
 """
@@ -24,8 +31,10 @@ from ..events import (
     SetBatchSize,
     Settings,
 )
+from .script_logs import RecordedScalars
 
 OBSERVE_FOLDER = "observe"  # inside the run folder
+SCALARS_OFF = "wandb scalars off"  # how the hook's wandb tap says it stopped (observe/hook.py)
 
 
 def _observer() -> Any:
@@ -63,6 +72,11 @@ class LoaderBridge:
         self._epochs = 0  # complete passes of the epoch loader in this attempt
         self._passes: dict[str, int] = {}
         self._switched: set[tuple[str, int]] = set()  # (loader, pass) changed inside the pass
+        self._starts: set[Any] = set()  # pids whose observer records when a pass starts
+        self._held: dict[str, Any] | None = None  # the last epoch's row, until its eval is over
+        self._held_pid: Any = None
+        self._held_eval = 0.0  # seconds of other loaders' passes since that epoch's end
+        self._scalars = RecordedScalars()
         self.disabled = ""
 
     @property
@@ -96,19 +110,24 @@ class LoaderBridge:
 
     # ------------------------------------------------------------ records -> events
 
-    def poll(self) -> list[Event]:
-        if self._follower is None:
-            return []
-        try:
-            records = self._follower.poll()
-        except Exception as error:
-            self._follower = None
-            return [LogLine(level="warning", message=f"stopped reading the DataLoader "
-                            f"observer's records: {error}")]
+    def poll(self, final: bool = False) -> list[Event]:
+        """Events for the records appended since the last poll. `final` once the program has
+        ended: the last epoch's row is not held any longer, nor the latest scalars."""
         events: list[Event] = []
-        for record in records:
-            if isinstance(record, dict):
-                events.extend(self._events_for(record))
+        if self._follower is not None:
+            try:
+                records = self._follower.poll()
+            except Exception as error:
+                self._follower = None
+                records = []
+                events.append(LogLine(level="warning", message=f"stopped reading the "
+                                      f"DataLoader observer's records: {error}"))
+            for record in records:
+                if isinstance(record, dict):
+                    events.extend(self._events_for(record))
+        events.extend(self._scalars.events(final))
+        if final:
+            events.extend(self._release())
         return events
 
     def _events_for(self, record: dict[str, Any]) -> list[Event]:
@@ -127,6 +146,12 @@ class LoaderBridge:
             return changed
         if kind == "pass" and label:  # rank 0 speaks for all ranks: one epoch, not one each
             return self._pass(label, record) if not record.get("rank") else []
+        if kind == "pass_started" and label and not record.get("rank"):
+            self._starts.add(record.get("pid"))
+            return self._release() if label == self._epoch_loader else []
+        if kind == "scalar":
+            self._scalars.add(record)
+            return []
         if kind == "applied":
             return [LogLine(message=f"DataLoader {label}: {_text(record.get('setting'))} is "
                             f"now {record.get('value')} (from its next pass)")]
@@ -144,6 +169,9 @@ class LoaderBridge:
             return [LogLine(level="warning", message=f"DataLoader {label or '?'}: "
                             f"{_text(record.get('setting'))}={record.get('value')} not applied: "
                             f"{_text(record.get('reason'), 300)}; nothing was changed")]
+        if kind == "disabled" and _text(record.get("reason")).startswith(SCALARS_OFF):
+            return [LogLine(level="warning", message="stopped reading what the program logs to "
+                            f"wandb: {_text(record.get('reason'), 300)}")]
         if kind == "disabled":
             self.disabled = _text(record.get("reason"), 300)
             return [LogLine(level="warning", message=f"the DataLoader observer switched itself "
@@ -165,20 +193,36 @@ class LoaderBridge:
                       num_workers=_count(record.get("num_workers")) or 0)
         events: list[Event] = [LoaderPass(loader=label, pass_index=index, complete=complete,
                                           **values)]
+        pid = record.get("pid")
         if complete and samples > self._epoch_samples and label != self._epoch_loader:
             # The loader that goes over the most samples is the training set's.
+            events.extend(self._release())
             self._epoch_loader, self._epochs = label, 0
             events.append(self.settings_event())
+        elif label != self._epoch_loader and self._held is not None and pid == self._held_pid:
+            self._held_eval += seconds  # evaluation (or any other loader) after the epoch
         if complete and label == self._epoch_loader:
+            events.extend(self._release())  # (one whose next pass never said it started)
             self._epoch_samples = max(self._epoch_samples, samples)
             self._epochs += 1
-            events.append(EpochEnded(
+            row = dict(
                 epoch=self._epochs_before + self._epochs, epochs=0,
                 train_seconds=seconds, samples_per_second=values["samples_per_second"],
                 data_wait_fraction=values["data_wait_fraction"], train_loss=None,
                 test_loss=None, batch_size=values["batch_size"],
-                num_workers=values["num_workers"], settings_changed=changed))
+                num_workers=values["num_workers"], settings_changed=changed)
+            if pid in self._starts:  # its evaluation is known once the next pass starts
+                self._held, self._held_pid, self._held_eval = row, pid, 0.0
+            else:
+                events.append(EpochEnded(**row))
         return events
+
+    def _release(self) -> list[Event]:
+        """The held epoch row, with the seconds of the other loaders' passes since its end."""
+        if self._held is None:
+            return []
+        row, self._held = self._held, None
+        return [EpochEnded(**row, eval_seconds=round(self._held_eval, 6))]
 
     @staticmethod
     def _fixed(record: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """What a supervised program logs itself, picked up live: the scalars of the TensorBoard event
-files it writes under its working folder, sent on as ScriptScalars events (to metrics.jsonl
-and the panel).
+files it writes under its working folder, and the numbers it logs to wandb, sent on as
+ScriptScalars events (to metrics.jsonl and the panel).
 
 Found by a bounded walk of the working folder (at most ENTRIES_PER_SCAN entries a scan, the
 walk continuing where it stopped at the next one; never through a link, never outside it;
@@ -10,12 +10,18 @@ started: older ones are earlier runs'. Each is read incrementally by tensorboard
 EventFileLoader, through /proc/self/fd so the file read is the one checked, never a link
 planted there later.
 
-wandb's run files (`wandb/*/run-*.wandb`) are not read: wandb 0.31, installed here, no longer
-ships a Python reader for them (its `datastore` module went with the move of sync into the Go
-`wandb-core`), ctui does not parse that format itself, and an offline run's file holds only its
-header until the run ends (7 bytes after six logged steps, measured), so nothing could be shown
-live anyway. A script logging to both is seen through its TensorBoard files;
-`wandb.init(sync_tensorboard=True)` users are covered that way.
+What the program logs to wandb comes another way: wandb's run files (`wandb/*/run-*.wandb`)
+are not read, as wandb 0.31, installed here, ships no Python reader for them (the writer is the
+Go `wandb-core`), ctui does not parse that format itself, and an offline run's file holds only
+its header until wandb flushes it (7 bytes after six logged steps, measured), so nothing could
+be shown live. Instead the observer inside the program (engine/observe/hook.py), once the
+program imports wandb, wraps wandb's Run.log (which wandb.log reaches too): after each call
+returns, the numbers logged are kept, the latest per tag, and written as `scalar` records a few
+times a second and at exit. LoaderBridge reads them with the DataLoader records and hands them
+to RecordedScalars here, which makes the same ScriptScalars events as TensorBoard's, with
+source "wandb" and path "wandb" (`wandb/rank1` for another rank). A script logging every step
+is sampled: metrics.jsonl gets each tag's latest value about twice a second, not every step;
+its TensorBoard files, where it writes them, keep every step.
 
 Torch-free; tensorboard is imported only once an event file is found.
 """
@@ -129,6 +135,78 @@ def _scalar(value: Any, step: int, make_ndarray: Callable[[Any], Any]) -> Scalar
     return tag, step, number if math.isfinite(number) else None
 
 
+class LatestScalars:
+    """The latest value of each (folder, tag), for ScriptScalarsLatest: sent when something
+    changed, at most every LATEST_EVERY seconds (and when final)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.values: dict[tuple[str, str], tuple[int, float | None]] = {}
+        self._changed = False
+        self._sent = float("-inf")
+
+    def remember(self, folder: str, scalars: list[Scalar]) -> None:
+        for tag, step, value in scalars:
+            key = (folder, tag)
+            if key in self.values or len(self.values) < MAX_LATEST:
+                self.values[key] = (step, value)
+                self._changed = True
+
+    def event(self, final: bool = False) -> list[Event]:
+        now = time.monotonic()
+        if not self._changed or (now - self._sent < LATEST_EVERY and not final):
+            return []
+        self._changed, self._sent = False, now
+        return [ScriptScalarsLatest(source=self.source, scalars=tuple(
+            (folder, tag, step, value) for (folder, tag), (step, value) in self.values.items()))]
+
+
+def scalar_events(source: str, folder: str, scalars: list[Scalar]) -> list[Event]:
+    """ScriptScalars of at most SCALARS_PER_EVENT scalars each."""
+    return [ScriptScalars(source=source, path=folder,
+                          scalars=tuple(scalars[start:start + SCALARS_PER_EVENT]))
+            for start in range(0, len(scalars), SCALARS_PER_EVENT)]
+
+
+class RecordedScalars:
+    """The `scalar` records of the observer inside the program (what it logs to wandb) as
+    ScriptScalars and ScriptScalarsLatest events, like TensorBoard's. Their fields were checked
+    by records.py; text is cut to printable MAX_TAG characters here again."""
+
+    def __init__(self) -> None:
+        self._new: dict[tuple[str, str], list[Scalar]] = {}  # (source, folder) -> scalars
+        self._latest: dict[str, LatestScalars] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        source, tag = record.get("source"), record.get("tag")
+        step, value = record.get("step"), record.get("value")
+        if not isinstance(source, str) or not isinstance(tag, str) or not tag:
+            return
+        rank = record.get("rank")
+        folder = source if not rank or not isinstance(rank, int) else f"{source}/rank{rank}"
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            step = 0  # wandb named none: the panel and metrics.jsonl want a number
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                not math.isfinite(value):
+            value = None
+        text = "".join(char if char.isprintable() else "?" for char in tag[:MAX_TAG])
+        self._new.setdefault((source[:40], folder[:60]), []).append((text, step, value))
+
+    def events(self, final: bool = False) -> list[Event]:
+        """The scalars added since the last call, and now and then each tag's latest."""
+        new, self._new = self._new, {}
+        events: list[Event] = []
+        for (source, folder), scalars in new.items():
+            latest = self._latest.get(source)
+            if latest is None:
+                latest = self._latest[source] = LatestScalars(source)
+            latest.remember(folder, scalars)
+            events.extend(scalar_events(source, folder, scalars))
+        for latest in self._latest.values():
+            events.extend(latest.event(final))
+        return events
+
+
 class ScriptLogReader:
     """Finds and reads the event files; poll() returns the events since the last poll.
     Not thread-safe: ScriptLogWatcher calls it from its own thread."""
@@ -147,9 +225,7 @@ class ScriptLogReader:
         self._library: tuple[Any, Callable[[Any], Any]] | None = None
         self._missing_library = False
         self._notes: list[Event] = []
-        self.latest: dict[tuple[str, str], tuple[int, float | None]] = {}
-        self._latest_changed = False
-        self._latest_sent = float("-inf")
+        self.latest = LatestScalars("tensorboard")
 
     def scan(self) -> None:
         """Look at up to ENTRIES_PER_SCAN more entries of the walk, and the hot folders."""
@@ -236,28 +312,10 @@ class ScriptLogReader:
                            f"{type(error).__name__}: {str(error)[:200]}", "warning")
                 continue
             folder = os.path.dirname(file.relative) or "."
-            self._remember(folder, scalars)
-            for start in range(0, len(scalars), SCALARS_PER_EVENT):
-                events.append(ScriptScalars(source="tensorboard", path=folder,
-                                            scalars=tuple(scalars[start:start +
-                                                                  SCALARS_PER_EVENT])))
+            self.latest.remember(folder, scalars)
+            events.extend(scalar_events("tensorboard", folder, scalars))
         notes, self._notes = self._notes, []
-        return notes + events + self._latest_event(final)
-
-    def _remember(self, folder: str, scalars: list[Scalar]) -> None:
-        for tag, step, value in scalars:
-            key = (folder, tag)
-            if key in self.latest or len(self.latest) < MAX_LATEST:
-                self.latest[key] = (step, value)
-                self._latest_changed = True
-
-    def _latest_event(self, final: bool) -> list[Event]:
-        now = time.monotonic()
-        if not self._latest_changed or (now - self._latest_sent < LATEST_EVERY and not final):
-            return []
-        self._latest_changed, self._latest_sent = False, now
-        return [ScriptScalarsLatest(source="tensorboard", scalars=tuple(
-            (folder, tag, step, value) for (folder, tag), (step, value) in self.latest.items()))]
+        return notes + events + self.latest.event(final)
 
     def close(self) -> None:
         for file in self.files.values():

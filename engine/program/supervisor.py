@@ -230,7 +230,7 @@ class Supervisor:
         else:
             message = self._exit_words(code, sig, self.clock() - started)
         self.output_log.note(f"attempt {self.attempt} ended: {message}")
-        for event in self.loaders.poll():
+        for event in self.loaders.poll(final=True):  # the last epoch's row, its eval included
             self.emit(event)
         self.emit(ProgramExited(attempt=self.attempt, exit_code=code, signal=sig,
                                 restarting=self._will_restart(code), message=message))

@@ -1,11 +1,12 @@
-"""The start-up hook in programs that never reach a DataLoader (fast: no torch is imported)."""
+"""The start-up hook in programs that never reach a DataLoader or wandb, or one of the two:
+nothing loaded that the program did not import (fast: a second or two each)."""
 
 from __future__ import annotations
 
 from ctui.engine.observe import BOOT_DIR
 
 WHAT_LOADED = ("import sys; print(sorted(m for m in sys.modules "
-               "if m.startswith(('_ctui', 'torch', 'ctui'))), "
+               "if m.startswith(('_ctui', 'torch', 'ctui', 'wandb'))), "
                "sum(type(f).__name__ == '_Watcher' for f in sys.meta_path))")
 
 
@@ -30,3 +31,27 @@ def test_an_error_in_the_hidden_sitecustomize_is_reported_as_python_reports_it(o
     result = observed.run("-c", "print('ran')", env={"PYTHONPATH": str(other)})
     assert result.stdout == "ran\n"
     assert "Error in sitecustomize" in result.stderr and "theirs is broken" in result.stderr
+
+
+def watchers() -> str:
+    return "sum(type(f).__name__ == '_Watcher' for f in sys.meta_path)"
+
+
+def test_a_script_that_imports_torch_but_not_wandb_never_gets_wandb(observed):
+    code = ("import sys, torch.utils.data; "
+            f"print('wandb' in sys.modules, '_ctui_observe_hook' in sys.modules, {watchers()})")
+    result = observed.run("-c", code)
+    assert result.stdout == "False True 1\n"  # observed, and still watching for wandb only
+
+
+def test_wandb_then_torch_share_one_copy_of_the_hook_and_one_records_file(observed):
+    code = ("import sys, wandb\n"
+            "tap = wandb.sdk.wandb_run.Run._ctui_tap\n"
+            f"print('torch' in sys.modules, {watchers()})\n"
+            "import torch.utils.data\n"
+            "observer = torch.utils.data.DataLoader._ctui_observer\n"
+            f"print(observer.file is tap.file, {watchers()}, "
+            "type(tap).__module__ == type(observer).__module__ == '_ctui_observe_hook')\n")
+    result = observed.run("-c", code)
+    assert result.stdout == "False 1\nTrue 0 True\n", result.stderr
+    assert list(observed.observe.iterdir()) == []  # nothing logged, nothing iterated

@@ -216,3 +216,20 @@ def test_torchs_own_batch_sampler_given_by_the_script_is_resizable(observer):
     assert [len(b[0]) for b in loader] == [3, 3]
     assert loader.batch_size is None and loader.batch_sampler.batch_size == 3
     assert observer.records("pass")[0]["batch_size"] == 3
+
+
+def test_each_pass_says_once_when_it_starts_and_before_it_ends(observer):
+    train = DataLoader(TensorDataset(torch.arange(40)), batch_size=10)
+    test = DataLoader(TensorDataset(torch.arange(10)), batch_size=5)
+    for _ in range(2):
+        for _ in train:
+            pass
+        list(test)
+    records = [r for r in observer.records() if r["kind"] in ("pass_started", "pass")]
+    assert [(r["kind"], r["pass"], r["loader"] == records[0]["loader"]) for r in records] == [
+        ("pass_started", 1, True), ("pass", 1, True), ("pass_started", 1, False),
+        ("pass", 1, False), ("pass_started", 2, True), ("pass", 2, True),
+        ("pass_started", 2, False), ("pass", 2, False)]
+    starts = [r for r in records if r["kind"] == "pass_started"]
+    ends = [r for r in records if r["kind"] == "pass"]
+    assert [r["started"] for r in starts] == [r["started"] for r in ends]

@@ -146,3 +146,26 @@ def test_a_script_run_with_python_dash_m_is_observed(observed):
         "    list(d.DataLoader(list(range(9)), batch_size=3))\n")
     observed.run("-m", "trainer")
     assert [p["samples"] for p in observed.records("pass")] == [9, 9]
+
+
+def wandb_env(tmp_path, name: str) -> dict[str, str]:
+    folder = tmp_path / f"wandb-{name}"  # not the script's folder: wandb/ there is its own
+    folder.mkdir()
+    return {"WANDB_MODE": "offline", "WANDB_DIR": str(folder), "WANDB_SILENT": "true",
+            "WANDB_DISABLE_GIT": "true"}
+
+
+def test_what_a_script_logs_to_wandb_is_recorded_and_wandb_gets_the_same(observed, bare,
+                                                                           tmp_path):
+    args = ("wandb_log.py", "--steps", "200", "--torch", "--fail")
+    observed_out = observed.run(*args, env=wandb_env(tmp_path, "observed")).stdout
+    bare_out = bare.run(*args, env=wandb_env(tmp_path, "bare")).stdout
+    assert result_line(observed_out) == result_line(bare_out)  # wandb kept the same values
+    assert "WANDB REFUSED" in observed_out  # wandb's own error reached the script as it was
+    latest = {r["tag"]: (r["step"], r["value"]) for r in observed.records("scalar")}
+    assert latest == {"train/loss": (199, 1 / 200), "lr": (199, pytest.approx(0.1)),
+                      "eval/acc": (199, 0.995), "eval/top/k5": (199, 0.5),
+                      "diverged": (199, None), "tensor/zero_d": (200, 0.25),
+                      "final/acc": (210, 0.875)}
+    assert observed.records("disabled") == [] and observed.records("pass") == []
+    assert {r["source"] for r in observed.records("scalar")} == {"wandb"}

@@ -156,3 +156,51 @@ def test_parse_record_accepts_every_kind_the_hook_writes():
     applied = {"kind": "applied", "time": 1, "pid": 3, "rank": 0, "loader": "t.py:1",
                "setting": "num_workers", "value": 4, "previous": 0, "from_pass": 2}
     assert parse_record(line(applied)) == applied
+
+
+SCALAR = {"kind": "scalar", "time": 1.0, "pid": 7, "rank": 0, "source": "wandb",
+          "tag": "train/loss", "step": 12, "value": -0.5}
+STARTED = {"kind": "pass_started", "time": 1.0, "pid": 7, "rank": 0, "loader": "train.py:57",
+           "pass": 2, "started": 1.0}
+
+
+@pytest.mark.parametrize("record", [
+    SCALAR, {**SCALAR, "step": None}, {**SCALAR, "value": None}, {**SCALAR, "value": 3},
+    {**SCALAR, "value": -1e300}, {**SCALAR, "tag": "x" * 200}, STARTED,
+])
+def test_scalar_and_pass_started_records_are_read(record):
+    assert parse_record(line(record)) == record
+
+
+@pytest.mark.parametrize("bad", [
+    {**SCALAR, "source": "tensorboard"},  # only what the hook records
+    {**SCALAR, "source": 1},
+    {**SCALAR, "tag": ""},
+    {**SCALAR, "tag": "x" * 201},
+    {**SCALAR, "tag": ["train/loss"]},
+    {**SCALAR, "step": -1},
+    {**SCALAR, "step": 1.5},
+    {**SCALAR, "step": True},
+    {**SCALAR, "step": 1 << 62},
+    {**SCALAR, "value": "0.5"},
+    {**SCALAR, "value": True},
+    {**SCALAR, "value": [0.5]},
+    {**SCALAR, "value": {"nested": 1}},
+    {key: value for key, value in SCALAR.items() if key != "value"},
+    {**STARTED, "pass": -1},
+    {**STARTED, "started": -5.0},
+    {**STARTED, "loader": None},
+])
+def test_a_crafted_scalar_or_pass_started_record_is_dropped(bad):
+    assert parse_record(line(bad)) is None
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps(SCALAR).replace('"value": -0.5', '"value": NaN'),
+    json.dumps(SCALAR).replace('"value": -0.5', '"value": -Infinity'),
+    json.dumps(SCALAR).replace('"value": -0.5', '"value": 1e999'),
+    json.dumps(SCALAR).replace('"value": -0.5', '"value": ' + "9" * 400),  # no float holds it
+    json.dumps(PASS).replace('"seconds": 2.0', '"seconds": ' + "9" * 400),
+])
+def test_numbers_no_float_holds_are_dropped_without_an_error(text):
+    assert parse_record(text.encode()) is None

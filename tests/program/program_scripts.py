@@ -2,7 +2,9 @@
 
 cdlab.py behaves like CDLab's train.py: a line of notes asked on stdin at start, a tqdm bar per
 epoch, a checkpoint per epoch, `--resume PATH`. chexzero.py like CheXzero's run_train.py: a
-DataLoader yielding dicts, tqdm, torch.save every N steps, no resume.
+DataLoader yielding dicts, tqdm, torch.save every N steps, no resume. eval_wandb.py trains over
+one loader, evaluates over another, and logs to wandb (offline) once an epoch, printing its own
+evaluation time.
 """
 
 from __future__ import annotations
@@ -102,8 +104,33 @@ print("done", flush=True)
 '''
 
 
+EVAL_WANDB = r'''
+import time
+import torch
+import wandb
+from torch.utils.data import DataLoader, TensorDataset
+
+train = DataLoader(TensorDataset(torch.arange(64.0)), batch_size=8, shuffle=True)
+test = DataLoader(TensorDataset(torch.arange(16.0)), batch_size=8)
+run = wandb.init(mode="offline", project="ctui-test")
+for epoch in range(3):
+    for (x,) in train:
+        time.sleep(0.01)
+    began = time.perf_counter()
+    for (x,) in test:
+        time.sleep(0.1)
+    took = time.perf_counter() - began
+    print(f"EVAL {epoch} {took:.4f}", flush=True)
+    wandb.log({"epoch/loss": 1.0 / (epoch + 1), "val": {"acc": 0.5 + epoch / 10}})
+    time.sleep(1.0)  # not a pass: neither train nor eval time; the host reads the scalars
+run.finish()
+print("done", flush=True)
+'''
+
+
 def write_scripts(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.py").write_text(CDLAB)
     (folder / "run_train.py").write_text(CHEXZERO)
+    (folder / "eval_wandb.py").write_text(EVAL_WANDB)
     return folder

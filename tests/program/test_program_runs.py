@@ -197,3 +197,40 @@ def test_a_program_reading_a_terminal_gets_one(isolated_runs, tmp_path):
                                and "interrupted by the terminal" in e.data, 30)
         end = client.wait_for(lambda e: isinstance(e, ProgramExited), 30)
     assert end.exit_code == 0
+
+
+def test_eval_seconds_and_wandb_scalars_of_a_script_under_ctui_run(project, isolated_runs,
+                                                                    tmp_path, monkeypatch):
+    from ctui.engine.events import EpochEnded, ScriptScalars
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    spec = ProgramSpec(argv=(sys.executable, "eval_wandb.py"), cwd=str(project))
+    run_dir = start_program(spec, isolated_runs)
+    events = []
+    with RunClient.connect(run_dir) as client:
+        while (event := client.wait_for(lambda e: True, 120)) is not None:
+            events.append(event)
+            if ended(event):
+                break
+    assert events[-1].state == "finished", events[-3:]
+    exited = next(i for i, e in enumerate(events) if isinstance(e, ProgramExited))
+    live = [i for i, e in enumerate(events) if isinstance(e, ScriptScalars)]
+    assert live and live[0] < exited  # read while the program still ran
+    assert {(e.source, e.path) for e in events if isinstance(e, ScriptScalars)} == {
+        ("wandb", "wandb")}
+    own = [float(line.split()[2]) for line in screen(events).splitlines()
+           if line.startswith("EVAL")]
+    epochs = [e for e in events if isinstance(e, EpochEnded)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]  # the last one too, once the program ended
+    for theirs, epoch in zip(own, epochs, strict=True):
+        assert abs(epoch.eval_seconds - theirs) < 0.05, (own, epochs)
+        assert 0.07 < epoch.train_seconds < 2  # 8 batches of 10 ms: unchanged by its eval
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [round(line["eval_seconds"], 1) for line in lines if line["type"] == "epoch"] == [
+        round(value, 1) for value in own]
+    scalars = {(line["tag"], line["step"]): line["value"] for line in lines
+               if line["type"] == "script_scalar" and line["source"] == "wandb"}
+    assert scalars[("epoch/loss", 2)] == pytest.approx(1 / 3)
+    assert scalars[("val/acc", 2)] == pytest.approx(0.7)

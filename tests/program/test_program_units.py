@@ -212,3 +212,99 @@ def test_the_program_host_and_run_command_load_neither_torch_nor_textual():
                                            text=True, check=True).stdout))
     for heavy in ("torch", "textual", "wandb", "tensorboard"):
         assert heavy not in loaded, heavy
+
+
+def started(loader, pid=7, rank=0):
+    return {"kind": "pass_started", "loader": loader, "pass": 1, "started": 1.0, "pid": pid,
+            "rank": rank}
+
+
+def timed(loader, samples, seconds, pid=7, rank=0):
+    return dict(pass_record(loader, samples, rank=rank), seconds=seconds, pid=pid)
+
+
+def test_an_epochs_eval_seconds_are_the_other_loaders_passes_before_the_next_one():
+    bridge = LoaderBridge(None)
+    events = []
+    for record in (started("train.py:57"), timed("train.py:57", 800, 2.0),
+                   started("train.py:60"), timed("train.py:60", 100, 0.5),
+                   timed("train.py:60", 100, 0.7, rank=1),  # another rank: its own time
+                   timed("train.py:61", 50, 0.3, pid=8),  # another process
+                   started("train.py:61"), timed("train.py:61", 50, 0.25)):
+        events += bridge._events_for(record)
+    assert [e for e in events if e.kind == "epoch"] == []  # held while evaluation may go on
+    events = bridge._events_for(started("train.py:57"))  # the next epoch starts
+    assert [(e.epoch, e.train_seconds, e.eval_seconds) for e in events] == [(1, 2.0, 0.75)]
+    events = bridge._events_for(timed("train.py:57", 800, 3.0))
+    events += bridge._events_for(timed("train.py:60", 100, 0.4))
+    assert [e for e in events if e.kind == "epoch"] == []
+    (last,) = [e for e in bridge.poll(final=True) if e.kind == "epoch"]  # the program ended
+    assert (last.epoch, last.train_seconds, last.eval_seconds) == (2, 3.0, 0.4)
+    assert bridge.poll(final=True) == []
+
+
+def test_without_pass_started_records_epoch_rows_come_at_once_as_before():
+    bridge = LoaderBridge(None)
+    events = []
+    for record in (timed("train.py:57", 800, 2.0), timed("train.py:60", 100, 0.5),
+                   timed("train.py:57", 800, 2.0)):
+        events += bridge._events_for(record)
+    assert [(e.epoch, e.eval_seconds) for e in events if e.kind == "epoch"] == [(1, 0.0),
+                                                                                 (2, 0.0)]
+    assert bridge.poll(final=True) == []
+
+
+def scalar(tag, step, value, rank=0):
+    return {"kind": "scalar", "source": "wandb", "tag": tag, "step": step, "value": value,
+            "pid": 7, "rank": rank}
+
+
+def test_wandb_scalar_records_become_script_scalars_of_source_wandb():
+    from ctui.engine.events import ScriptScalars, ScriptScalarsLatest
+
+    bridge = LoaderBridge(None)
+    for record in (scalar("train/loss", 3, 0.5), scalar("val\x1b[2J/acc", None, None),
+                   scalar("train/loss", 9, 0.25, rank=1)):
+        assert bridge._events_for(record) == []
+    events = bridge.poll()
+    assert [(e.source, e.path, e.scalars) for e in events if isinstance(e, ScriptScalars)] == [
+        ("wandb", "wandb", (("train/loss", 3, 0.5), ("val?[2J/acc", 0, None))),
+        ("wandb", "wandb/rank1", (("train/loss", 9, 0.25),))]
+    (summary,) = [e for e in events if isinstance(e, ScriptScalarsLatest)]
+    assert summary.source == "wandb" and ("wandb", "train/loss", 3, 0.5) in summary.scalars
+    assert bridge.poll() == []
+
+
+def test_the_wandb_tap_switching_off_leaves_the_dataloader_settings_on():
+    bridge = LoaderBridge(None)
+    (line,) = bridge._events_for({"kind": "disabled", "pid": 7, "rank": 0, "reason":
+                                  "wandb scalars off while reading a wandb.log call: boom"})
+    assert "wandb" in line.message and line.level == "warning" and bridge.disabled == ""
+
+
+def test_eval_seconds_and_wandb_scalars_reach_metrics_jsonl(tmp_path):
+    from ctui.engine.program.loaders import observe_folder
+    from ctui.engine.safefs import make_private_dir
+    from ctui.engine.sinks.jsonl import MetricsFile
+
+    run_dir = tmp_path / "run"
+    make_private_dir(run_dir)
+    bridge = LoaderBridge(observe_folder(run_dir))
+    if not bridge.available:
+        pytest.skip("the DataLoader observer is not in this tree")
+    records = [started("train.py:57"), timed("train.py:57", 800, 2.0),
+               started("train.py:60"), timed("train.py:60", 100, 0.5),
+               scalar("val/acc", 1, 0.75)]
+    for record in records:
+        record.update(time=1.0, pid=4242)
+        if record["kind"] == "pass":
+            record.update(started=1.0, wait_seconds=0.1, ended="exhausted")
+    (observe_folder(run_dir) / "passes-0-4242.jsonl").write_text(
+        "".join(json.dumps(record) + "\n" for record in records))
+    metrics = MetricsFile(run_dir)
+    for event in bridge.poll() + bridge.poll(final=True):
+        metrics(event)
+    metrics.close()
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    kinds = [(line["type"], line.get("eval_seconds", line.get("source"))) for line in lines]
+    assert kinds == [("script_scalar", "wandb"), ("epoch", 0.5)], lines

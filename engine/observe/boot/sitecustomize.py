@@ -2,9 +2,10 @@
 
 The supervisor puts this folder first on the program's PYTHONPATH and sets CTUI_OBSERVE_DIR.
 Python imports this file at start-up; it first runs the sitecustomize it hides (Debian ships
-one), then, only when CTUI_OBSERVE_DIR is set, watches for torch.utils.data.dataloader. Once
-the program imports it, ../hook.py is loaded by path (the program's Python need not have ctui
-installed) and patches DataLoader. Nothing is loaded for a program that never imports torch,
+one), then, only when CTUI_OBSERVE_DIR is set, watches for torch.utils.data.dataloader and
+wandb.sdk.wandb_run. Once the program imports one, ../hook.py is loaded by path (the program's
+Python need not have ctui installed; once, for both) and patches DataLoader, or wandb's
+Run.log. Nothing is loaded for a program that imports neither, nothing here imports either,
 and no failure here ever stops the program: it is recorded as `disabled` and the program runs
 on unobserved.
 """
@@ -14,7 +15,8 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ENGINE = os.path.dirname(os.path.dirname(_HERE))
-_WATCHED = "torch.utils.data.dataloader"
+# module -> the function of hook.py that patches it, once the program has imported it
+_WATCHED = {"torch.utils.data.dataloader": "install", "wandb.sdk.wandb_run": "install_wandb"}
 
 
 def _run_hidden_sitecustomize():
@@ -37,10 +39,16 @@ def _run_hidden_sitecustomize():
 def _load(name, path):
     import importlib.util
 
+    if name in sys.modules:  # loaded for the other watched module already: one copy
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # not half a copy for the other watched module
+        raise
     return module
 
 
@@ -68,20 +76,24 @@ def _record_disabled(folder, why):
 
 
 class _Watcher:
-    """A sys.meta_path entry that finds nothing itself: when the program imports
-    torch.utils.data.dataloader, it lets the usual finders find it and patches it once run."""
+    """A sys.meta_path entry that finds nothing itself: when the program imports a watched
+    module, it lets the usual finders find it and patches it once run; it leaves sys.meta_path
+    when it has no module left to watch."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, names):
         self.folder = folder
+        self.names = dict(names)  # module -> hook.py's function for it
 
     def find_spec(self, name, path=None, target=None):
-        if name != _WATCHED:
+        if name not in self.names:
             return None
-        sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not self]
+        install = self.names.pop(name)
+        if not self.names:
+            sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not self]
         try:
             spec = None
             for finder in sys.meta_path:
-                find = getattr(finder, "find_spec", None)
+                find = getattr(finder, "find_spec", None) if finder is not self else None
                 spec = find(name, path, target) if find is not None else None
                 if spec is not None:
                     break
@@ -93,7 +105,7 @@ class _Watcher:
             def exec_module(module):
                 original(module)  # the program's import: its errors are its own
                 del loader.exec_module
-                _install(module, folder)
+                _install(module, folder, install)
 
             loader.exec_module = exec_module
             return spec
@@ -102,12 +114,12 @@ class _Watcher:
             return None
 
 
-def _install(module, folder):
+def _install(module, folder, install="install"):
     try:
         _load("_ctui_observe_safefs", os.path.join(_ENGINE, "safefs.py"))
         _load("_ctui_observe_resume_pass", os.path.join(_ENGINE, "observe", "resume_pass.py"))
         hook = _load("_ctui_observe_hook", os.path.join(_ENGINE, "observe", "hook.py"))
-        hook.install(module, folder)
+        getattr(hook, install)(module, folder)
     except Exception as error:
         _record_disabled(folder, f"observer disabled while loading: {type(error).__name__}: "
                          f"{error}")
@@ -115,8 +127,9 @@ def _install(module, folder):
 
 def _start():
     folder = os.environ.get("CTUI_OBSERVE_DIR")
-    if folder and _WATCHED not in sys.modules:
-        sys.meta_path.insert(0, _Watcher(folder))
+    names = {name: install for name, install in _WATCHED.items() if name not in sys.modules}
+    if folder and names:
+        sys.meta_path.insert(0, _Watcher(folder, names))
 
 
 try:
