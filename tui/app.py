@@ -73,6 +73,10 @@ from .tune_screen import TuneScreen
 SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
 TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start() .close() .pid
 
+# The panel's own CPU time is taken from the training on the same cores: progress alone (Position
+# events, up to four a second) is redrawn at most this often; anything else at the next redraw.
+POSITION_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -114,6 +118,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._generation = 0
         self._dirty = True
         self._position_dirty = False  # only the training pane's progress changed
+        self._position_drawn = 0.0  # time.monotonic() of the last redraw of it
         self._opening = False  # a start or attach is under way
         self._tune_asked = False  # this panel sent Tune on this connection: offer its result
         self._init_program_run()
@@ -159,10 +164,16 @@ class CtuiApp(ProgramRunMixin, App[None]):
             training = self.query_one(TrainingPanel)
         except NoMatches:
             return  # the screen is being built or torn down (quitting): nothing to draw into
-        self._position_dirty = False
-        if not (self._dirty or force):  # a few times a second: redraw only what shows it
+        if not (self._dirty or force):  # only the progress moved: redraw only what shows it,
+            now = time.monotonic()  # and twice a second is enough for a bar and an ETA
+            if now - self._position_drawn < POSITION_SECONDS:
+                return
+            self._position_drawn = now
+            self._position_dirty = False
             training.show(model)
             return
+        self._position_dirty = False
+        self._position_drawn = time.monotonic()
         self._dirty = False
         self._draw_program(self.query_one(TerminalView))
         training.show(model)

@@ -110,6 +110,23 @@ def test_progress_and_eta_follow_positions_between_logged_steps():
     run(test)
 
 
+def test_the_bar_follows_each_position_on_its_own_within_a_second():
+    """Progress alone is redrawn at most twice a second (the panel's CPU is the training's):
+    the newest position of a burst still reaches the screen, without any other event."""
+    app, backend = make_app()
+
+    async def test():
+        async with app.run_test(size=SMALL) as pilot:
+            await attached(pilot, app)
+            shown = lambda: drawn(app.query_one("#training"))  # noqa: E731
+            for step in (19, 20, 21, 22):
+                backend.connection.emit(Position(epoch=3, step=step, steps_in_epoch=23,
+                                                 samples_seen=64 * step,
+                                                 samples_in_epoch=1437))
+            await until(pilot, lambda: "step 22/23" in shown(), timeout=1.0)
+    run(test)
+
+
 def test_the_next_epoch_is_not_shown_as_the_last_one_finished():
     app, backend = make_app(script=events_until(lambda e: e.kind == "epoch" and e.epoch == 2))
 
