@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +92,12 @@ class Engine:
         # folder, which the launcher made and keeps locked for the whole job.
         self.group = group
         self.is_writer = group is None or group.is_writer
+        # With ranks, the rank's reading of an error at its batch size (distributed/rank.py:
+        # out of memory): (True, "") it leaves quietly, as the launcher relaunches the job or
+        # rank 0 says why it ends; (False, line) the job ends with this line, not restarted;
+        # (False, "") an error like any other.
+        self.job_error: Callable[[Exception, int], tuple[bool, str]] = \
+            lambda error, batch_size: (False, "")
         self.placement: Placement = choose_placement(group.device if group else config.device,
                                                      config.amp)
         # The folder is adopted and locked before anything in it is read or written.
@@ -238,6 +244,10 @@ class Engine:
     def set_num_workers(self, num_workers: int) -> None:
         self.send(SetNumWorkers(num_workers))
 
+    def note(self, message: str, level: str = "info") -> None:
+        """A line for the run's log when it starts (what a job's launcher has to say)."""
+        (self._warnings if level == "warning" else self._notes).append(message)
+
     def events(self, history: bool = True, *, keep_running: bool = False) -> Iterator[Event]:
         """Every event (the kept past first, when history is true) until the run ends.
 
@@ -338,7 +348,13 @@ class Engine:
             # ctui's own advice stands alone; anything else says where the user's code failed
             line = f"TaskError: {message}" if isinstance(error, TaskError) else \
                 user_error_line(error)
-            if self.group is not None and restarts_so_far() < self.config.max_restarts:
+            quiet, said = (False, "") if self.group is None else self.job_error(
+                error, self.trainer.batch_size if self.trainer else self.config.batch_size)
+            if quiet:  # not the run's end, or not this rank's to tell
+                return
+            if said:
+                line = message = said
+            elif self.group is not None and restarts_so_far() < self.config.max_restarts:
                 # The launcher starts the ranks again: not the run's end, for the panel and ls
                 self._log(f"{line}; the launcher restarts the ranks from the newest checkpoint "
                           f"(restart {restarts_so_far() + 1} of {self.config.max_restarts})",

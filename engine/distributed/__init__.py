@@ -7,4 +7,5 @@ averages their gradients. ctui adds the rest:
     group      inside a rank: the process group, DDP, and agreeing on commands and figures
     launch     the launcher process: the run folder, elastic_launch, how the job ended
     rank       the entry point each rank runs: `python -m ctui.engine.distributed.rank`
+    oom        out of memory: a rank reports it, the launcher relaunches at half the batch
 """

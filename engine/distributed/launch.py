@@ -3,7 +3,9 @@ runs) starts this machine's ranks, restarts them from the newest checkpoint when
 --max-restarts), and forwards SIGTERM/SIGINT/SIGHUP to them for one coordinated checkpoint.
 
 The launcher owns the run folder like any ctui run: it takes the run's lock and writes host.json
-for the whole job, restarts included; rank 0 writes into the folder under that lock.
+for the whole job, restarts included; rank 0 writes into the folder under that lock. A rank that
+runs out of memory makes it launch the job again at half the batch per rank (oom.py): that is
+not a fault, and each launch has --max-restarts of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED
 from ..events import State
 from ..host.registry import read_json, write_json
 from ..run_folder import claim_headless_run, claim_run_folder
-from ..runs import CONFIG_FILE, END_FILE, write_config
+from ..runs import CONFIG_FILE, END_FILE, checkpoint_dir, list_checkpoints, write_config
+from . import oom
 from .rank import ERROR_FILE
 from .spec import check_job, ranks_per_node, visible_gpus
 
@@ -72,13 +75,28 @@ def run_job(config: RunConfig, resume: str | None, *, run_dir: Path | None = Non
     if not (run_dir / CONFIG_FILE).exists():  # `ctui ls` knows the run from the start
         write_config(run_dir, config, {})
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
-    request = run_dir / f"rank-request.{secrets.token_hex(4)}"
-    write_json(request, {"config": config.to_dict(), "resume": resume, "started": started,
-                         **(extra or {})})
-    try:
-        _launch(config, nproc, run_dir, request.name, signals)
-    finally:
-        request.unlink(missing_ok=True)
+    world_size = nproc * config.nnodes
+    relaunched: oom.OutOfMemory | None = None
+    while True:
+        oom.clear_reports(run_dir, world_size)
+        request = run_dir / f"rank-request.{secrets.token_hex(4)}"
+        write_json(request, {"config": config.to_dict(), "resume": resume, "started": started,
+                             **({"oom": relaunched.to_dict()} if relaunched else {}),
+                             **(extra or {})})
+        try:
+            ran_out = _launch(config, nproc, run_dir, request.name, signals)
+        finally:
+            request.unlink(missing_ok=True)
+        if ran_out is None:
+            break
+        oom.clear_reports(run_dir, world_size)
+        if not oom.relaunches(ran_out, config.nnodes):
+            raise JobError(oom.failure_line(ran_out, config.nnodes, config.node_rank, run_dir))
+        # Rank 0 of the new launch says why, in the log and the panel (oom.relaunch_line).
+        relaunched = ran_out
+        config = config.replace(batch_size=ran_out.relaunch_batch_size)
+        if resume is None or list_checkpoints(checkpoint_dir(run_dir)):
+            resume = "latest"  # none saved yet: "latest" starts fresh and drops stale metrics
     end = read_json(run_dir / END_FILE)
     if end.get("host_started") != started:
         return EXIT_FAILED
@@ -105,7 +123,10 @@ def _quiet_torch_logs() -> None:
         os.environ["TORCH_CPP_LOG_LEVEL"] = had
 
 
-def _launch(config: RunConfig, nproc: int, run_dir: Path, request: str, signals: str) -> None:
+def _launch(config: RunConfig, nproc: int, run_dir: Path, request: str, signals: str
+            ) -> oom.OutOfMemory | None:
+    """One elastic_launch of the ranks; the first out-of-memory report of a rank on this
+    machine when one ran out, else None. Raises JobError for any other failure."""
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -129,13 +150,19 @@ def _launch(config: RunConfig, nproc: int, run_dir: Path, request: str, signals:
                                                    else {})},
         max_restarts=config.max_restarts, monitor_interval=0.2,
         shutdown_timeout=SHUTDOWN_SECONDS, signals_to_handle=signals)
+    world_size = nproc * config.nnodes
     try:
         elastic_launch(launch, sys.executable)("-m", "ctui.engine.distributed.rank",
                                                str(run_dir), request)
     except ChildFailedError as error:
+        # Out of memory ends the group at once (rank.py: no restart spent on it), or after
+        # the restarts that ran out again, with several machines.
+        ran_out = oom.first_report(run_dir, world_size)
+        if ran_out is not None and not (run_dir / ERROR_FILE).exists():
+            return ran_out
         raise _child_failure(error, run_dir, config.max_restarts) from None
     except SignalException:
-        return  # the ranks got the signal and stopped with a checkpoint: end.json says so
+        return None  # the ranks got the signal and stopped with a checkpoint: end.json says so
     except Exception as error:
         if several:
             raise JobError(f"the machines did not meet at --rdzv-endpoint {endpoint} within "
@@ -145,6 +172,8 @@ def _launch(config: RunConfig, nproc: int, run_dir: Path, request: str, signals:
         raise JobError(f"the ranks could not start ({type(error).__name__}: "
                        f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})"
                        ) from None
+    # Ranks restarted after one ran out of memory leave at once (rank.py): the group succeeded
+    return oom.first_report(run_dir, world_size)
 
 
 def _child_failure(error, run_dir: Path, max_restarts: int) -> JobError:

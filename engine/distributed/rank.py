@@ -5,7 +5,8 @@ LOCAL_RANK, MASTER_ADDR/PORT and TORCHELASTIC_RESTART_COUNT.
 Rank 0 speaks for the job: it prints the run's lines, writes checkpoints, metrics and end.json.
 A restarted group (a rank died) resumes from the newest checkpoint. A signal on any rank stops
 the whole job at the next agreement with one checkpoint; the exit code says to the launcher
-whether the group must be restarted (only a crash, 1, does).
+whether the group must be restarted (only a crash, 1, does). A rank that runs out of memory in a
+training step reports it in the run folder for the launcher to relaunch the job (oom.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RunConfig
@@ -20,8 +22,9 @@ from ..errors import EXIT_OK, EXIT_STOPPED, start_error
 from ..events import Failed, State
 from ..host.registry import read_json, write_json
 from ..run_folder import EndRecorder
-from ..runs import list_checkpoints
+from ..runs import checkpoint_dir, list_checkpoints
 from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
+from . import oom
 from .spec import cpu_threads_per_rank, restarts_so_far
 
 ERROR_FILE = "rank-error.json"  # rank 0's start-up error, one line, for the launcher to show
@@ -32,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
     request = read_json(run_dir / Path(argv[1]).name)
     config = RunConfig.from_dict(request["config"])
+    if restarts_so_far() and config.nnodes == 1 and oom.first_report(
+            run_dir, int(os.environ.get("WORLD_SIZE", 1))):
+        # The launcher restarted the ranks after one ran out of memory: all leave at once, the
+        # group ends "succeeded" without spending --max-restarts, and the launcher relaunches
+        # the job at half the batch.
+        return 0
 
     import torch
 
@@ -44,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     engine = _engine(config, _resume(run_dir, request.get("resume")), group, run_dir)
     if isinstance(engine, int):
         return engine
+    engine.job_error = _job_error(group, config, run_dir)
+    relaunched = oom.OutOfMemory.parse(request.get("oom"), group.world_size)
+    if relaunched is not None and group.is_writer:
+        engine.note(_relaunch_line(engine, relaunched, config, run_dir), "warning")
     started = float(request.get("started", 0.0))
     if group.is_writer and request.get("serve"):  # in a run host: serve the socket as it would
         from ..host.serve import _serve
@@ -76,6 +89,38 @@ def _failure_printer(rank: int):
             if os.environ.get("CTUI_DEBUG"):
                 say_now(event.detail, fd=2)
     return sink
+
+
+def _job_error(group, config: RunConfig, run_dir: Path
+               ) -> Callable[[Exception, int], tuple[bool, str]]:
+    """The engine's reading of an error (Engine.job_error): this rank ran out of memory in a
+    training step, or a peer on this machine did (and broke this rank's collective)."""
+    import torch
+
+    def reading(error: Exception, batch_size: int) -> tuple[bool, str]:
+        if isinstance(error, torch.OutOfMemoryError) and \
+                oom.in_a_training_step(error.__traceback__):
+            try:  # before this rank's sockets close, so a peer that sees them close finds it
+                oom.report(run_dir, group.rank, batch_size)
+            except OSError:
+                return False, ""
+        found = oom.first_report(run_dir, group.world_size)
+        if found is None or config.nnodes > 1:  # there its launcher says what to do
+            return False, ""
+        if oom.relaunches(found, config.nnodes) or not group.is_writer:
+            return True, ""
+        return False, oom.failure_line(found, config.nnodes, config.node_rank, run_dir)
+
+    return reading
+
+
+def _relaunch_line(engine, relaunched: oom.OutOfMemory, config: RunConfig,
+                   run_dir: Path) -> str:
+    path, state = engine.resume_path, engine.resume_state
+    newest = path is not None and path.parent == checkpoint_dir(run_dir)
+    source = "the newest checkpoint" if newest else str(path)
+    return oom.relaunch_line(relaunched, config.batch_size,
+                             state.get("progress") if state else None, source)
 
 
 def _exit_with_the_launcher() -> None:
