@@ -172,10 +172,14 @@ class CtuiApp(ProgramRunMixin, App[None]):
             self._position_dirty = False
             training.show(model)
             return
+        try:
+            terminal = self.query_one(TerminalView)
+        except NoMatches:  # seen while the picker's screen gives way: draw at the next tick
+            return
         self._position_dirty = False
         self._position_drawn = time.monotonic()
         self._dirty = False
-        self._draw_program(self.query_one(TerminalView))
+        self._draw_program(terminal)
         training.show(model)
         if model.program_run:
             self.query_one(ProcessPanel).show(model)
