@@ -74,7 +74,8 @@ SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
 TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start() .close() .pid
 
 # The panel's own CPU time is taken from the training on the same cores: progress alone (Position
-# events, up to four a second) is redrawn at most this often; anything else at the next redraw.
+# events, up to four a second) is redrawn at most this often, the gauges (sampled once a second)
+# alone, and anything else everywhere at the next redraw.
 POSITION_SECONDS = 0.5
 
 
@@ -119,6 +120,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._dirty = True
         self._position_dirty = False  # only the training pane's progress changed
         self._position_drawn = 0.0  # time.monotonic() of the last redraw of it
+        self._gauges_dirty = False  # only the GPU and host figures changed
         self._opening = False  # a start or attach is under way
         self._tune_asked = False  # this panel sent Tune on this connection: offer its result
         self._init_program_run()
@@ -157,27 +159,30 @@ class CtuiApp(ProgramRunMixin, App[None]):
 
     def redraw(self, force: bool = False) -> None:
         """Push the model into the widgets, when something changed since the last time."""
-        if not (self._dirty or self._position_dirty or force):
+        if not (self._dirty or self._position_dirty or self._gauges_dirty or force):
             return
         model = self.model
         try:
             training = self.query_one(TrainingPanel)
-        except NoMatches:
-            return  # the screen is being built or torn down (quitting): nothing to draw into
-        if not (self._dirty or force):  # only the progress moved: redraw only what shows it,
-            now = time.monotonic()  # and twice a second is enough for a bar and an ETA
-            if now - self._position_drawn < POSITION_SECONDS:
-                return
-            self._position_drawn = now
-            self._position_dirty = False
-            training.show(model)
-            return
-        try:
             terminal = self.query_one(TerminalView)
-        except NoMatches:  # seen while the picker's screen gives way: draw at the next tick
+        except NoMatches:  # the screen is being built, swapped or torn down: the next tick
             return
-        self._position_dirty = False
-        self._position_drawn = time.monotonic()
+        now = time.monotonic()
+        if not (self._dirty or force):  # redraw only the panes that show what changed
+            if self._gauges_dirty:
+                self._gauges_dirty = False
+                self.query_one(GpuPanel).show(model)
+                self.query_one(HostPanel).show(model)
+            since = now - self._position_drawn
+            # progress: twice a second is enough for a bar and an ETA; the checkpoint's age and
+            # the clocks in the pane: once a second
+            if (self._position_dirty and since >= POSITION_SECONDS) or since >= 1.0:
+                self._position_drawn = now
+                self._position_dirty = False
+                training.show(model)
+            return
+        self._position_dirty = self._gauges_dirty = False
+        self._position_drawn = now
         self._dirty = False
         self._draw_program(terminal)
         training.show(model)
@@ -254,7 +259,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
 
     def on_telemetry_sampled(self, message: TelemetrySampled) -> None:
         self.model.apply_telemetry(message.snapshot)
-        self._dirty = True
+        self._gauges_dirty = True
 
     # ------------------------------------------------------------ opening a run
 

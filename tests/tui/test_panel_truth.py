@@ -127,6 +127,27 @@ def test_the_bar_follows_each_position_on_its_own_within_a_second():
     run(test)
 
 
+def test_a_telemetry_sample_alone_updates_the_gauges():
+    """Samples redraw only the GPU and host panes (the rest has not changed): they must still
+    show each new sample, with no run event in between."""
+    from dataclasses import replace
+
+    from standin import snapshot
+
+    from ctui.tui.messages import TelemetrySampled
+
+    app, _ = make_app()
+
+    async def test():
+        async with app.run_test(size=SMALL) as pilot:
+            await attached(pilot, app)
+            sample = snapshot("no_gpu")
+            busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
+            app.post_message(TelemetrySampled(busier))
+            await until(pilot, lambda: "7.25" in drawn(app.query_one("#host")), timeout=1.0)
+    run(test)
+
+
 def test_the_next_epoch_is_not_shown_as_the_last_one_finished():
     app, backend = make_app(script=events_until(lambda e: e.kind == "epoch" and e.epoch == 2))
 
