@@ -2,24 +2,31 @@
 
 1. Training throughput with a browser panel attached for the whole run against the same run with
    nothing attached (both detached run hosts, so only the browser, its panel process and the
-   server differ), alternating the order, as a ratio of medians (target >= 0.97). The browser
-   normally runs on the user's laptop, not on the training box: here it shares the box, so by
-   default its processes run at the lowest priority, their scheduling group included
-   (`--browser-priority same` to not).
+   server differ), in rotating order, as a ratio of medians (target >= 0.97). The browser
+   normally runs on the user's laptop, not on the training box, so two sides are measured:
+   - `remote`: what the training box pays when the browser is elsewhere: `ctui serve` and the
+     panel it runs for the session, with the frames taken by a websocket client in this process
+     that signs in as the browser does (token, cookie, ticket) and reads every frame, drawing
+     nothing;
+   - `chromium`: the system's Chromium on this box too, drawing the panel with xterm.js, its
+     processes and scheduling group at the lowest priority (`--browser-priority same` to not).
 2. Time from opening the URL in the browser to the panel's first frame (the run's name drawn).
 
     python tests/bench/bench_serve.py [--repeats 3] [--epochs 5] [--task digits]
-                                      [--browser-priority low|same]
+                                      [--sides remote,chromium] [--browser-priority low|same]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,22 +75,81 @@ def wait_until_ended(run_dir: Path, timeout: float = 900) -> None:
     time.sleep(0.5)
 
 
-def run_once(browser, with_browser: bool, flags: list[str], workdir: Path,
-             low_priority: bool) -> float:
-    runs = workdir / ("browser" if with_browser else "none") / str(time.monotonic_ns())
+class RemoteBrowser:
+    """The browser's side of a session, on a thread of this process: signs in with the URL's
+    token, keeps the cookie, opens the page's websocket with its ticket, asks for a 100x30
+    terminal and reads every frame until closed. What the box pays for a browser elsewhere."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.frames = 0
+        self.error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(60) or self.error is not None:
+            raise RuntimeError(f"the websocket client did not connect: {self.error!r}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._session())
+        except BaseException as error:  # reported by close() / the constructor
+            self.error = error
+            self._started.set()
+
+    async def _session(self) -> None:
+        import aiohttp
+
+        base = self.url.split("?", 1)[0].rstrip("/")
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            async with client.get(self.url) as page:
+                html = await page.text()
+            path = re.search(r'"(/ws/[^"]+)"', html)
+            assert path, f"no websocket address in the page ({page.status})"
+            async with client.ws_connect(base + path.group(1),
+                                         headers={"Origin": base}) as socket:
+                await socket.send_json(["resize", {"width": 100, "height": 30}])
+                self._started.set()
+                reader = asyncio.ensure_future(self._read(socket))
+                await self._stop.wait()
+                reader.cancel()
+
+    async def _read(self, socket) -> None:
+        async for _ in socket:
+            self.frames += 1
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+def run_once(browser, side: str, flags: list[str], workdir: Path, low_priority: bool) -> float:
+    """One run's training speed with `side` ("none", "remote" or "chromium") attached."""
+    runs = workdir / side / str(time.monotonic_ns())
     runs.mkdir(parents=True)
-    server = Serve(runs, runs.parent / f"serve-{runs.name}.log") if with_browser else None
+    server = Serve(runs, runs.parent / f"serve-{runs.name}.log") if side != "none" else None
     context = browser.new_context(viewport={"width": 1000, "height": 640})
+    remote = None
     try:
         result = ctui("train", "--detach", *flags, "--runs-dir", str(runs))
         assert result.returncode == 0, result.stderr
         (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
-        if server is not None:
+        if side == "chromium":
             open_panel(context, server.url).wait_for("Training · ")
             if low_priority:
                 lower_browser_priority()
+        elif side == "remote":
+            remote = RemoteBrowser(server.url)
         wait_until_ended(run_dir)
+        if remote is not None and remote.frames < 10:
+            raise RuntimeError(f"the websocket client got {remote.frames} frames: no panel")
     finally:
+        if remote is not None:
+            remote.close()
         context.close()
         if server is not None:
             server.close()
@@ -115,6 +181,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--task", default="digits")
+    parser.add_argument("--sides", default="remote,chromium",
+                        help="what is attached besides nothing: remote, chromium or both")
     parser.add_argument("--browser-priority", choices=("low", "same"), default="low")
     options = parser.parse_args()
     if (why := why_no_browser()) is not None:
@@ -130,19 +198,23 @@ def main() -> None:
                   for _ in range(options.repeats)]
         print(f"first frame in the browser: median {statistics.median(frames):.2f}s "
               f"({', '.join(f'{s:.2f}' for s in frames)})")
-        none, attached = [], []
-        for repeat in range(options.repeats):  # alternating order, so drift hits both alike
-            for with_browser in ((False, True) if repeat % 2 == 0 else (True, False)):
-                speed = run_once(browser, with_browser, flags, workdir,
-                                 options.browser_priority == "low")
-                (attached if with_browser else none).append(speed)
+        sides = ["none", *options.sides.split(",")]
+        speeds: dict[str, list[float]] = {side: [] for side in sides}
+        for repeat in range(options.repeats):  # rotating order, so drift hits every side alike
+            for side in sides[repeat % len(sides):] + sides[:repeat % len(sides)]:
+                speeds[side].append(run_once(browser, side, flags, workdir,
+                                             options.browser_priority == "low"))
         browser.close()
-    ratio = statistics.median(attached) / statistics.median(none)
-    print(f"samples/s with nothing attached: {', '.join(f'{s:,.0f}' for s in none)}")
-    print(f"samples/s with a browser panel:  {', '.join(f'{s:,.0f}' for s in attached)}")
-    print(f"throughput with a browser panel / without: {ratio:.3f} (target >= 0.97; "
-          f"{os.cpu_count()} CPU cores, task {options.task}, browser priority "
-          f"{options.browser_priority})")
+    none = statistics.median(speeds["none"])
+    for side in sides:
+        print(f"samples/s, {side:8}: {', '.join(f'{s:,.0f}' for s in speeds[side])}")
+    for side in sides[1:]:
+        what = ("the browser elsewhere (ctui serve and its panel on this box)" if side == "remote"
+                else f"Chromium on this box too (priority {options.browser_priority})")
+        print(f"throughput with a browser panel / without, {what}: "
+              f"{statistics.median(speeds[side]) / none:.3f}")
+    print(f"(target >= 0.97; {os.cpu_count()} CPU cores, task {options.task}, "
+          f"{options.epochs} epochs, {options.repeats} repetitions)")
 
 
 if __name__ == "__main__":
