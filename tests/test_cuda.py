@@ -195,3 +195,31 @@ def _last_accuracy(run_dir) -> float:
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r["type"] == "epoch"][-1]["test_accuracy"]
+
+
+# -- `ctui run`: a supervised program's GPU memory per process, from NVML --
+
+def test_the_process_panel_reads_a_programs_gpu_memory_from_nvml():
+    import subprocess
+    import sys
+    import time
+
+    from ctui.engine.program.process_tree import ProcessSampler
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import torch, time; x = torch.empty(256 << 20, dtype=torch.uint8,"
+         " device='cuda'); torch.cuda.synchronize(); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        sampler = ProcessSampler()
+        rows = sampler.sample(holder.pid)
+        time.sleep(0.5)
+        rows = sampler.sample(holder.pid)
+        (row,) = [row for row in rows if row[0] == holder.pid]
+        if row[4] is None:
+            pytest.skip("this driver or container does not tell per-process GPU memory")
+        assert row[4] >= 256, rows  # MiB: the tensor, plus the CUDA context
+    finally:
+        holder.kill()
+        holder.wait()
