@@ -158,6 +158,7 @@ def _attach_launch(args: list[str]):
 
 def open_panel(launch) -> int:
     from .app import CtuiApp
+    from .scheduling import defer_to_training
 
     try:
         sample = float(os.environ.get("CTUI_SAMPLE_SECONDS") or 1)
@@ -167,6 +168,7 @@ def open_panel(launch) -> int:
         fail(f"CTUI_SAMPLE_SECONDS={os.environ['CTUI_SAMPLE_SECONDS']!r} is not a number of "
              "seconds; use e.g. 0.5 or 2", EXIT_USAGE)
     app = CtuiApp(launch, sample_seconds=max(sample, 0.1))
+    defer_to_training()  # before the app starts its threads: they inherit it
     try:
         app.run()
     finally:

@@ -55,11 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(engine, run_dir, started)
 
 
+def normal_scheduling() -> None:
+    """The panel runs under SCHED_BATCH (tui/scheduling.py) and a host it starts inherits that
+    through fork and exec: the run gets the normal policy, whoever started it."""
+    policy = getattr(os, "SCHED_OTHER", None)
+    try:
+        if policy is not None and os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        pass
+
+
 def take_over(run_dir: Path, request_name: str) -> tuple[dict, dict] | int:
     """What every run host (training or program) does first: outlive the terminal, refuse a
     folder that is not safely ours, hold the run's lock for life, then take (and remove) its
     start request. (the previous host.json, the request), or the exit code once it said why."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal that started us may go away
+    normal_scheduling()
     try:
         check_private_dir(run_dir)
     except UnsafePathError as error:

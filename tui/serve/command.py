@@ -137,8 +137,11 @@ def main(argv: list[str]) -> int:
     port = sock.getsockname()[1]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ctui serve: %(message)s",
                         stream=sys.stderr)
+    from ..scheduling import defer_to_training
     from .guard import Guard
     from .server import PanelServer
+
+    defer_to_training()  # the server and the panels it starts, one per browser tab
 
     loopback = is_loopback(options.host)
     guard = Guard(secret=password or secrets.token_urlsafe(32), cookie_name=f"ctui-{port}",

@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         sample = 1.0
     from ..app import CtuiApp, Launch
+    from ..scheduling import defer_to_training
 
+    defer_to_training()  # inherited from `ctui serve` already; said here for a session alone
     app = CtuiApp(Launch(mode="auto", runs_dir=Path(options.runs_dir)), sample_seconds=sample)
     try:
         app.run()  # stdout is the browser's channel: nothing else may be printed to it
