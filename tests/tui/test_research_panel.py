@@ -43,7 +43,7 @@ def test_best_figure_metrics_columns_and_missing_test_loss_are_shown():
             await attached(pilot, app)
             assert "best f1 0.7 @2" in shown(app.query_one("#training"))
             table = app.query_one(EpochTable)
-            assert [str(column.label) for column in table.columns.values()][-2:] == ["f1", "iou"]
+            assert table.column_labels[-2:] == ("f1", "iou")
             first, second = (table.get_row_at(row) for row in range(2))
             assert str(first[5]) == "–" and str(second[5]) != "–"  # epoch 1: no test loss
             assert [str(cell) for cell in second[-2:]] == ["0.7", "0.5"]
