@@ -22,7 +22,7 @@ def policy_of(pid: int) -> int:
 
 def test_the_panel_and_the_threads_it_starts_run_as_batch():
     code = ("import os, threading\n"
-            "from ctui.tui.scheduling import defer_to_training\n"
+            "from ctui.engine.scheduling import defer_to_training\n"
             "assert defer_to_training()\n"
             "seen = []\n"
             "thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))\n"

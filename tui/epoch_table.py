@@ -77,7 +77,6 @@ class EpochTable(ScrollView, can_focus=True):
         self._shown: list[EpochEnded] = []
         self._figures: tuple[str, ...] = ()
         self._cells: list[tuple[Text, ...]] = []
-        self._labels: tuple[str, ...] = COLUMNS
         self._widths: list[int] = [len(label) for label in COLUMNS]
         self._lines: list[str] = []  # each row's text at the current widths
         self._header = ""
@@ -93,7 +92,7 @@ class EpochTable(ScrollView, can_focus=True):
 
     @property
     def column_labels(self) -> tuple[str, ...]:
-        return self._labels
+        return (*COLUMNS, *self._figures)
 
     def get_row_at(self, row: int) -> tuple[Text, ...]:
         return self._cells[row]
@@ -104,8 +103,8 @@ class EpochTable(ScrollView, can_focus=True):
         figures = task_figures(epochs)
         if epochs[: len(self._shown)] != self._shown or figures != self._figures:
             # a resume replaced epochs, or the task's figures changed: start over
-            self._labels, self._figures, self._shown = (*COLUMNS, *figures), figures, []
-            self._cells, self._widths = [], [len(label) for label in self._labels]
+            self._figures, self._shown = figures, []
+            self._cells, self._widths = [], [len(label) for label in self.column_labels]
             self._format_all()
         for event in epochs[len(self._shown):]:
             cells = epoch_row(event, figures)
@@ -132,8 +131,9 @@ class EpochTable(ScrollView, can_focus=True):
                        for cell, width in zip(cells, self._widths, strict=True))
 
     def _format_all(self) -> None:
+        labels = self.column_labels
         self._header = "".join(f" {label:>{width}} "
-                               for label, width in zip(self._labels, self._widths, strict=True))
+                               for label, width in zip(labels, self._widths, strict=True))
         self._lines = [self._format(cells) for cells in self._cells]
 
     def render_line(self, y: int) -> Strip:

@@ -157,8 +157,9 @@ def _attach_launch(args: list[str]):
 
 
 def open_panel(launch) -> int:
+    from ctui.engine.scheduling import defer_to_training
+
     from .app import CtuiApp
-    from .scheduling import defer_to_training
 
     try:
         sample = float(os.environ.get("CTUI_SAMPLE_SECONDS") or 1)

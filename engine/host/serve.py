@@ -21,6 +21,7 @@ from ..errors import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, first_line, start_error
 from ..events import State
 from ..run_folder import EndRecorder, RunBusy, hold_lock, owner_alive
 from ..safefs import UnsafePathError, check_private_dir
+from ..scheduling import normal_scheduling
 from ..sinks.console import ConsolePrinter, ConsoleSink, say_now
 from .protocol import HOST_FILE, REQUEST_NAME
 from .registry import read_json, write_json
@@ -53,17 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         message, code = _start_error(error)
         return start_failed(run_dir, message, code)
     return _serve(engine, run_dir, started)
-
-
-def normal_scheduling() -> None:
-    """The panel runs under SCHED_BATCH (tui/scheduling.py) and a host it starts inherits that
-    through fork and exec: the run gets the normal policy, whoever started it."""
-    policy = getattr(os, "SCHED_OTHER", None)
-    try:
-        if policy is not None and os.sched_getscheduler(0) != policy:
-            os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError:
-        pass
 
 
 def take_over(run_dir: Path, request_name: str) -> tuple[dict, dict] | int:

@@ -11,15 +11,14 @@ it and without it, in alternating order; printed: the ratio of the median sample
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-CTUI = str(Path(sys.executable).with_name("ctui"))
+from bench_panel import CTUI, epoch_speed, wait_until_ended
+
 BURN = """
 import sys, time
 share, period = float(sys.argv[1]), 0.25
@@ -40,15 +39,12 @@ def train_once(share: float, epochs: int) -> float:
                         "--no-tensorboard", "--runs-dir", str(runs)], capture_output=True,
                        check=True)
         (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
-        while not (run_dir / "end.json").exists():
-            time.sleep(0.2)
+        wait_until_ended(run_dir)
     finally:
         if burner is not None:
             burner.kill()
             burner.wait()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["samples_per_second"] for r in records if r["type"] == "epoch"]
-    return statistics.median(speeds[1:] or speeds)
+    return epoch_speed(run_dir)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 
+from bench_panel import epoch_speed, wait_until_ended  # noqa: E402
 from browsing import Serve, ctui, launch, open_panel, why_no_browser  # noqa: E402
 
 
@@ -57,22 +57,6 @@ def lower_browser_priority() -> None:
                 Path(f"/proc/{process.pid}/autogroup").write_text("19")
         except (psutil.Error, OSError):
             pass
-
-
-def epoch_speed(run_dir: Path) -> float:
-    """Median samples/s over the epochs after the first (which includes warm-up)."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    speeds = [r["samples_per_second"] for r in records if r["type"] == "epoch"]
-    return statistics.median(speeds[1:] or speeds)
-
-
-def wait_until_ended(run_dir: Path, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while not (run_dir / "end.json").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{run_dir} did not finish")
-        time.sleep(0.2)
-    time.sleep(0.5)
 
 
 class RemoteBrowser:
@@ -144,7 +128,7 @@ def run_once(browser, side: str, flags: list[str], workdir: Path, low_priority: 
                 lower_browser_priority()
         elif side == "remote":
             remote = RemoteBrowser(server.url)
-        wait_until_ended(run_dir)
+        wait_until_ended(run_dir, timeout=900)
         if remote is not None and remote.frames < 10:
             raise RuntimeError(f"the websocket client got {remote.frames} frames: no panel")
     finally:

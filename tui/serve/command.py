@@ -137,7 +137,8 @@ def main(argv: list[str]) -> int:
     port = sock.getsockname()[1]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ctui serve: %(message)s",
                         stream=sys.stderr)
-    from ..scheduling import defer_to_training
+    from ctui.engine.scheduling import defer_to_training
+
     from .guard import Guard
     from .server import PanelServer
 

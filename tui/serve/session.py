@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         sample = max(float(os.environ.get("CTUI_SAMPLE_SECONDS") or 1), 0.1)
     except ValueError:
         sample = 1.0
+    from ctui.engine.scheduling import defer_to_training
+
     from ..app import CtuiApp, Launch
-    from ..scheduling import defer_to_training
 
     defer_to_training()  # inherited from `ctui serve` already; said here for a session alone
     app = CtuiApp(Launch(mode="auto", runs_dir=Path(options.runs_dir)), sample_seconds=sample)
