@@ -100,6 +100,8 @@ def wandb_records(path: Path) -> Iterator[Any]:
         if kind == 0:  # zero padding to the end of the block
             position += room
             continue
+        if position + 7 + length > len(data):
+            break  # wandb-core is still writing this chunk: the rest is read at the next poll
         chunk = data[position + 7:position + 7 + length]
         assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, f"corrupt {path}"
         position += 7 + length
