@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from ctui.engine.config import RunConfig, default_runs_dir
 from ctui.engine.errors import first_line
 from ctui.engine.events import (
     CheckpointNow,
+    CheckpointSaved,
     Command,
+    EpochEnded,
     Failed,
     LogLine,
     Pause,
@@ -33,9 +36,11 @@ from ctui.engine.events import (
     ScriptScalarsLatest,
     SetBatchSize,
     SetNumWorkers,
+    Settings,
     Start,
     State,
     StateChanged,
+    StepLogged,
     Stop,
     Tune,
     TuneReport,
@@ -73,10 +78,14 @@ from .tune_screen import TuneScreen
 SEVERITY = {"info": "information", "warning": "warning", "error": "error"}
 TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start() .close() .pid
 
-# The panel's own CPU time is taken from the training on the same cores: progress alone (Position
-# events, up to four a second) is redrawn at most this often, the gauges (sampled once a second)
-# alone, and anything else everywhere at the next redraw.
-POSITION_SECONDS = 0.5
+# The panel's own CPU time is taken from the training on the same cores, and each frame costs the
+# compositor, the terminal (or a browser's websocket) the same whatever it holds. So the figures
+# that change several times a second (progress, step figures, checkpoints, epochs, settings, the
+# gauges) are drawn together, in one frame at most this often; anything else (a state change, a
+# log line, an answer to a key, the program's output) at the next tick.
+ROUTINE_SECONDS = 0.5
+ROUTINE_EVENTS = (Position, StepLogged, CheckpointSaved, EpochEnded, Settings)
+CLOCK_SECONDS = 1.0  # the training pane's clocks and the checkpoint's age
 
 
 @dataclass(frozen=True)
@@ -111,16 +120,16 @@ class CtuiApp(ProgramRunMixin, App[None]):
             TelemetrySampled(snapshot)))
         self.clock = clock
         self.redraw_seconds = redraw_seconds
+        self.monotonic = time.monotonic  # the redraw schedule's clock (tests set their own)
         self.model = RunModel()
         self.current_run: RunInfo | None = None
         self.next_config: RunConfig | None = None  # settings for the next start or resume
         self.exit_note = ""  # printed by `ctui` once the panel has closed
         self._reader: EventReader | None = None
         self._generation = 0
-        self._dirty = True
-        self._position_dirty = False  # only the training pane's progress changed
-        self._position_drawn = 0.0  # time.monotonic() of the last redraw of it
-        self._gauges_dirty = False  # only the GPU and host figures changed
+        self._dirty = True  # redraw at the next tick
+        self._routine_dirty = False  # redraw at the next tick ROUTINE_SECONDS after the last
+        self._drawn = 0.0  # time.monotonic() of the last redraw
         self._opening = False  # a start or attach is under way
         self._tune_asked = False  # this panel sent Tune on this connection: offer its result
         self._init_program_run()
@@ -158,8 +167,15 @@ class CtuiApp(ProgramRunMixin, App[None]):
     # ------------------------------------------------------------ redraw
 
     def redraw(self, force: bool = False) -> None:
-        """Push the model into the widgets, when something changed since the last time."""
-        if not (self._dirty or self._position_dirty or self._gauges_dirty or force):
+        """Push the model into the widgets, when something changed since the last time (each
+        pane is repainted only when what it shows changed)."""
+        now = self.monotonic()
+        since = now - self._drawn
+        if not (force or self._dirty or (self._routine_dirty and since >= ROUTINE_SECONDS)):
+            if since >= CLOCK_SECONDS:  # nothing new: the clocks move on
+                self._drawn = now
+                with suppress(NoMatches):
+                    self.query_one(TrainingPanel).show(self.model)
             return
         model = self.model
         try:
@@ -167,23 +183,8 @@ class CtuiApp(ProgramRunMixin, App[None]):
             terminal = self.query_one(TerminalView)
         except NoMatches:  # the screen is being built, swapped or torn down: the next tick
             return
-        now = time.monotonic()
-        if not (self._dirty or force):  # redraw only the panes that show what changed
-            if self._gauges_dirty:
-                self._gauges_dirty = False
-                self.query_one(GpuPanel).show(model)
-                self.query_one(HostPanel).show(model)
-            since = now - self._position_drawn
-            # progress: twice a second is enough for a bar and an ETA; the checkpoint's age and
-            # the clocks in the pane: once a second
-            if (self._position_dirty and since >= POSITION_SECONDS) or since >= 1.0:
-                self._position_drawn = now
-                self._position_dirty = False
-                training.show(model)
-            return
-        self._position_dirty = self._gauges_dirty = False
-        self._position_drawn = now
-        self._dirty = False
+        self._dirty = self._routine_dirty = False
+        self._drawn = now
         self._draw_program(terminal)
         training.show(model)
         if model.program_run:
@@ -216,10 +217,10 @@ class CtuiApp(ProgramRunMixin, App[None]):
         if message.generation != self._generation:
             return  # from a connection the panel has since left
         event = message.event
-        before = self.model.state
+        before, before_program = self.model.state, self.model.program_run
         self.model.apply(event)
-        if isinstance(event, Position):
-            self._position_dirty = True
+        if isinstance(event, ROUTINE_EVENTS) and self.model.program_run == before_program:
+            self._routine_dirty = True
             return
         self._dirty = True
         if isinstance(event, (ScriptScalars, ScriptScalarsLatest)):
@@ -259,7 +260,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
 
     def on_telemetry_sampled(self, message: TelemetrySampled) -> None:
         self.model.apply_telemetry(message.snapshot)
-        self._gauges_dirty = True
+        self._routine_dirty = True
 
     # ------------------------------------------------------------ opening a run
 

@@ -119,10 +119,20 @@ class EpochTable(ScrollView, can_focus=True):
         self._shown = list(epochs)
         if self._follow:
             self.cursor_row = self.row_count - 1
-        self.virtual_size = Size(sum(self._widths) + 2 * len(self._widths), self.row_count + 1)
+        self._set_virtual_size(Size(sum(self._widths) + 2 * len(self._widths),
+                                    self.row_count + 1))
         self.refresh()
         if self._follow:
             self.call_after_refresh(self._show_cursor)
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """The scrollable size, without the layout of the whole screen that setting
+        `virtual_size` asks for (for widgets sized by their content; this one is sized by the
+        stylesheet): what Textual itself does for a size change that needs no layout. A
+        scrollbar appearing or going still asks for one, through its own reactive."""
+        if size != self.virtual_size:
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
 
     # ------------------------------------------------------------ drawing
 

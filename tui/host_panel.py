@@ -17,7 +17,9 @@ class HostPanel(FittedStatic):
         self.border_title = "Host"
 
     def show(self, model: RunModel) -> None:
-        self.show_content(self._render_model(model))
+        # drawn from (gpu_history follows the telemetry): the same between samples
+        self.show_drawn_from((model.telemetry, model.settings, model.program_run, self.size.width),
+                             lambda: self._render_model(model))
 
     def _render_model(self, model: RunModel) -> Group | Text:
         host = model.telemetry.host if model.telemetry else None
