@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+import time
 
 from rich.console import Group
 from rich.text import Text
+from textual.timer import Timer
 from textual.widgets import Static
 
 from ctui.engine.events import EpochEnded
 
+# Plotting takes ~10 ms and a repaint of the whole pane: on a run of one-second epochs that was
+# a percent of a core taken from the training. Epochs that end sooner than this after the last
+# plot are plotted together when it has passed (the table shows each at once).
+PLOT_SECONDS = 5.0
 BACKGROUND = re.compile(r"\x1b\[48;5;\d+m")  # plotext paints a canvas colour; keep the theme's
 
 
@@ -59,6 +65,8 @@ class EpochPlot(Static):
         self.border_title = "Plot"
         self._key: tuple | None = None
         self._epochs: list[EpochEnded] = []
+        self._plotted_at = float("-inf")  # time.monotonic() of the last plot
+        self._pending: Timer | None = None  # plots the newest epochs once PLOT_SECONDS passed
 
     def on_resize(self) -> None:
         # The layout may settle after the first draw (a busy machine): draw again at the size
@@ -71,12 +79,22 @@ class EpochPlot(Static):
         key = (tuple(epochs), width, height)
         if key == self._key or width < 20 or height < 5:
             return
+        wait = self._plotted_at + PLOT_SECONDS - time.monotonic()
+        if wait > 0 and self._key is not None and key[1:] == self._key[1:]:
+            if self._pending is None:  # more epochs, at the same size, soon after the last
+                self._pending = self.set_timer(wait, self._plot_pending)
+            return
         self._key = key
         if len(epochs) < 2:
             self.update(Text("The plot appears after two epochs.", style="dim"))
             return
+        self._plotted_at = time.monotonic()
         plot = plot_text(epochs, width, height - 1, color=not self.app.no_color)
         name, _ = judged_by(epochs)
         legend = Text.from_markup("[blue]━[/] train+eval s  [blue]━[/] test loss  [green]━[/] ")
         legend.append(name)
-        self.update(Group(plot, legend))
+        self.update(Group(plot, legend), layout=False)  # sized by the stylesheet, not by it
+
+    def _plot_pending(self) -> None:
+        self._pending = None
+        self.show_epochs(self._epochs)

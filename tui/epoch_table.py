@@ -123,6 +123,9 @@ class EpochTable(ScrollView, can_focus=True):
                                     self.row_count + 1))
         self.refresh()
         if self._follow:
+            # now, so the new row and the scroll are one frame; and after the next refresh,
+            # when a scrollbar appearing changed the room for rows (a no-op otherwise)
+            self._show_cursor()
             self.call_after_refresh(self._show_cursor)
 
     def _set_virtual_size(self, size: Size) -> None:

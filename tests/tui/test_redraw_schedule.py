@@ -223,3 +223,45 @@ def flat(widget) -> str:
     width, height = widget.outer_size
     return " ".join(" ".join(strip.text for strip in
                              widget.render_lines(Region(0, 0, width, height))).split())
+
+
+def test_epochs_soon_after_a_plot_are_plotted_together_and_the_last_is_never_left_out(
+        monkeypatch):
+    """Plotting costs ~10 ms: on one-second epochs the plot is redrawn every PLOT_SECONDS,
+    not per epoch; and the newest epoch reaches the plot with no further redraw (a run that
+    just finished sends nothing more)."""
+    from textual.app import App
+
+    from ctui.tui import epoch_plot
+
+    monkeypatch.setattr(epoch_plot, "PLOT_SECONDS", 0.4)
+    plotted: list[int] = []
+    original = epoch_plot.plot_text
+    monkeypatch.setattr(epoch_plot, "plot_text", lambda epochs, *args, **kwargs: (
+        plotted.append(len(epochs)), original(epochs, *args, **kwargs))[1])
+
+    class Plot(App):
+        CSS = "EpochPlot { height: 100%; }"  # as in the panel: sized by the stylesheet
+
+        def compose(self):
+            yield epoch_plot.EpochPlot()
+
+    def epochs(count: int) -> list[EpochEnded]:
+        return [EpochEnded(epoch=n, train_seconds=1.0, test_loss=1 / n, test_accuracy=0.9)
+                for n in range(1, count + 1)]
+
+    async def test():
+        app = Plot()
+        async with app.run_test(size=(80, 20)) as pilot:
+            plot = app.query_one(epoch_plot.EpochPlot)
+            await pilot.pause()
+            plot.show_epochs(epochs(3))
+            assert plotted == [3]
+            plot.show_epochs(epochs(4))
+            plot.show_epochs(epochs(5))
+            assert plotted == [3]  # too soon: waits
+            await pilot.pause(0.6)
+            assert plotted == [3, 5]  # both, in one plot, with no call from the app
+            assert "5" in " ".join(strip.text for strip in plot.render_lines(
+                plot.content_region.reset_offset))
+    asyncio.run(test())
