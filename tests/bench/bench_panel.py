@@ -1,7 +1,10 @@
 """Benchmarks of the control panel, in a real terminal (tmux).
 
 1. Training throughput with the panel open against the same run with no panel (both through the
-   run host, so only the panel differs), as a ratio of median samples/s (target >= 0.97).
+   run host, so only the panel differs), in alternating order: the ratio of median samples/s
+   and the median of each pair's ratio (target >= 0.97); and the CPU the panel and tmux took,
+   in percent of one core (on this box, x% of a core costs the training about x%: see
+   bench_cpu_share.py). The CPU figure moves far less from run to run than the speeds do.
 2. Time from typing `ctui` to the panel's first frame, beside `import torch` on this machine
    (target: first frame under 1 s).
 
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +62,9 @@ class Tmux:
     def kill(self) -> None:
         self.run("kill-server")
 
+    def server_pid(self) -> int:
+        return int(self.run("display-message", "-p", "#{pid}").strip())
+
 
 def epoch_speed(run_dir: Path) -> float:
     """Median samples/s over the epochs after the first (which includes warm-up)."""
@@ -66,16 +73,73 @@ def epoch_speed(run_dir: Path) -> float:
     return statistics.median(speeds[1:] or speeds)
 
 
-def wait_until_ended(run_dir: Path, timeout: float = 600) -> None:
+class CpuMeter:
+    """CPU seconds of a set of processes (psutil), from start() to stop(): the panel's side of a
+    run, with the run host left out."""
+
+    def __init__(self, find) -> None:
+        self._find = find  # () -> the processes to count now
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._began = 0.0
+
+    @staticmethod
+    def _used(process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        import psutil
+
+        self._began = time.monotonic()
+        for process in self._find():
+            with contextlib.suppress(psutil.Error):
+                self._start[process.pid] = self._used(process)
+
+    def sample(self) -> None:
+        """Call now and then: a process that exits before stop() keeps what it used."""
+        import psutil
+
+        for process in self._find():
+            with contextlib.suppress(psutil.Error):
+                self._last[process.pid] = self._used(process)
+
+    def percent_of_a_core(self) -> float:
+        self.sample()
+        used = sum(last - self._start.get(pid, 0.0) for pid, last in self._last.items())
+        return 100 * used / max(time.monotonic() - self._began, 1e-9)
+
+
+def descendants_but_the_host(root_pid: int) -> list:
+    """A process and its descendants, without any run host among them."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    kept = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if "ctui.engine.host" not in " ".join(process.cmdline()):
+                kept.append(process)
+    return kept
+
+
+def wait_until_ended(run_dir: Path, timeout: float = 600, meter: CpuMeter | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not (run_dir / "end.json").exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run_dir} did not finish")
+        if meter is not None:
+            meter.sample()
         time.sleep(0.2)
     time.sleep(0.5)  # the host writes its last lines and exits
 
 
-def run_once(with_panel: bool, flags: list[str], workdir: Path) -> float:
+def run_once(with_panel: bool, flags: list[str], workdir: Path) -> tuple[float, float | None]:
+    """The run's samples/s, and with the panel the CPU that it and tmux took (% of a core)."""
     runs = workdir / ("panel" if with_panel else "nopanel") / str(time.monotonic_ns())
     env = {"CTUI_RUNS": str(runs), "TERM": "xterm-256color"}
     if with_panel:
@@ -86,15 +150,19 @@ def run_once(with_panel: bool, flags: list[str], workdir: Path) -> float:
             while not runs.exists() or not any(runs.iterdir()):
                 time.sleep(0.1)
             (run_dir,) = list(runs.iterdir())
-            wait_until_ended(run_dir)
+            server = tmux.server_pid()
+            meter = CpuMeter(lambda: descendants_but_the_host(server))
+            meter.start()
+            wait_until_ended(run_dir, meter=meter)
+            cpu = meter.percent_of_a_core()
         finally:
             tmux.kill()
-    else:
-        subprocess.run([CTUI, "train", "--detach", *flags], env={**os.environ, **env},
-                       check=True, capture_output=True, cwd=workdir)
-        (run_dir,) = list(runs.iterdir())
-        wait_until_ended(run_dir)
-    return epoch_speed(run_dir)
+        return epoch_speed(run_dir), cpu
+    subprocess.run([CTUI, "train", "--detach", *flags], env={**os.environ, **env},
+                   check=True, capture_output=True, cwd=workdir)
+    (run_dir,) = list(runs.iterdir())
+    wait_until_ended(run_dir)
+    return epoch_speed(run_dir), None
 
 
 def first_frame_seconds(workdir: Path) -> float:
@@ -137,15 +205,21 @@ def main() -> None:
         print(f"first frame of `ctui`: median {statistics.median(frames):.2f}s "
               f"({', '.join(f'{s:.2f}' for s in frames)}); `import torch`: median "
               f"{statistics.median(torch_times):.2f}s (target: first frame < 1 s)")
-        without, with_panel = [], []
-        for _ in range(options.repeats):  # interleaved, so drift hits both alike
-            without.append(run_once(False, flags, workdir))
-            with_panel.append(run_once(True, flags, workdir))
+        without, with_panel, cpu = [], [], []
+        for repeat in range(options.repeats):  # interleaved, alternating which goes first
+            for panel in (False, True) if repeat % 2 == 0 else (True, False):
+                speed, used = run_once(panel, flags, workdir)
+                (with_panel if panel else without).append(speed)
+                if used is not None:
+                    cpu.append(used)
         ratio = statistics.median(with_panel) / statistics.median(without)
+        paired = statistics.median(a / b for a, b in zip(with_panel, without, strict=True))
         print(f"samples/s without a panel: {', '.join(f'{s:,.0f}' for s in without)}")
         print(f"samples/s with the panel:  {', '.join(f'{s:,.0f}' for s in with_panel)}")
-        print(f"throughput with the panel / without: {ratio:.3f} (target >= 0.97; "
-              f"{os.cpu_count()} CPU cores, task {options.task})")
+        print(f"the panel and tmux used: median {statistics.median(cpu):.2f}% of one core "
+              f"({', '.join(f'{c:.2f}' for c in cpu)})")
+        print(f"throughput with the panel / without: {ratio:.3f}, median of the pairs' ratios "
+              f"{paired:.3f} (target >= 0.97; {os.cpu_count()} CPU cores, task {options.task})")
 
 
 if __name__ == "__main__":

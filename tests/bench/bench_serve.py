@@ -10,6 +10,9 @@
      nothing;
    - `chromium`: the system's Chromium on this box too, drawing the panel with xterm.js, its
      processes and scheduling group at the lowest priority (`--browser-priority same` to not).
+   Beside each ratio: the CPU that `ctui serve` and the panel it runs took, in percent of one
+   core (on this box x% of a core costs the training about x%: bench_cpu_share.py); it moves
+   far less from run to run than the speeds do.
 2. Time from opening the URL in the browser to the panel's first frame (the run's name drawn).
 
     python tests/bench/bench_serve.py [--repeats 3] [--epochs 5] [--task digits]
@@ -31,7 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 
-from bench_panel import epoch_speed, wait_until_ended  # noqa: E402
+from bench_panel import (  # noqa: E402
+    CpuMeter,
+    descendants_but_the_host,
+    epoch_speed,
+    wait_until_ended,
+)
 from browsing import Serve, ctui, launch, open_panel, why_no_browser  # noqa: E402
 
 
@@ -67,6 +75,7 @@ class RemoteBrowser:
     def __init__(self, url: str) -> None:
         self.url = url
         self.frames = 0
+        self.drawn = threading.Event()  # the run's panel is on the screen
         self.error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,8 +111,11 @@ class RemoteBrowser:
                 reader.cancel()
 
     async def _read(self, socket) -> None:
-        async for _ in socket:
+        async for message in socket:
             self.frames += 1
+            if not self.drawn.is_set() and isinstance(message.data, bytes) \
+                    and "Training · ".encode() in message.data:
+                self.drawn.set()
 
     def close(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -111,13 +123,15 @@ class RemoteBrowser:
         self._thread.join(30)
 
 
-def run_once(browser, side: str, flags: list[str], workdir: Path, low_priority: bool) -> float:
-    """One run's training speed with `side` ("none", "remote" or "chromium") attached."""
+def run_once(browser, side: str, flags: list[str], workdir: Path,
+             low_priority: bool) -> tuple[float, float | None]:
+    """One run's training speed with `side` ("none", "remote" or "chromium") attached, and the
+    CPU that `ctui serve` and the panel it runs took (% of one core; None with nothing)."""
     runs = workdir / side / str(time.monotonic_ns())
     runs.mkdir(parents=True)
     server = Serve(runs, runs.parent / f"serve-{runs.name}.log") if side != "none" else None
     context = browser.new_context(viewport={"width": 1000, "height": 640})
-    remote = None
+    remote = cpu = None
     try:
         result = ctui("train", "--detach", *flags, "--runs-dir", str(runs))
         assert result.returncode == 0, result.stderr
@@ -128,7 +142,15 @@ def run_once(browser, side: str, flags: list[str], workdir: Path, low_priority: 
                 lower_browser_priority()
         elif side == "remote":
             remote = RemoteBrowser(server.url)
-        wait_until_ended(run_dir, timeout=900)
+            if not remote.drawn.wait(60):
+                raise RuntimeError("the websocket client never got the run's panel")
+        meter = CpuMeter(lambda: descendants_but_the_host(server.process.pid)) \
+            if server is not None else None
+        if meter is not None:
+            meter.start()
+        wait_until_ended(run_dir, timeout=900, meter=meter)
+        if meter is not None:
+            cpu = meter.percent_of_a_core()
         if remote is not None and remote.frames < 10:
             raise RuntimeError(f"the websocket client got {remote.frames} frames: no panel")
     finally:
@@ -137,7 +159,7 @@ def run_once(browser, side: str, flags: list[str], workdir: Path, low_priority: 
         context.close()
         if server is not None:
             server.close()
-    return epoch_speed(run_dir)
+    return epoch_speed(run_dir), cpu
 
 
 def first_frame_seconds(browser, workdir: Path, flags: list[str]) -> float:
@@ -184,10 +206,14 @@ def main() -> None:
               f"({', '.join(f'{s:.2f}' for s in frames)})")
         sides = ["none", *options.sides.split(",")]
         speeds: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, list[float]] = {side: [] for side in sides}
         for repeat in range(options.repeats):  # rotating order, so drift hits every side alike
             for side in sides[repeat % len(sides):] + sides[:repeat % len(sides)]:
-                speeds[side].append(run_once(browser, side, flags, workdir,
-                                             options.browser_priority == "low"))
+                speed, used = run_once(browser, side, flags, workdir,
+                                       options.browser_priority == "low")
+                speeds[side].append(speed)
+                if used is not None:
+                    cpu[side].append(used)
         browser.close()
     none = statistics.median(speeds["none"])
     for side in sides:
@@ -195,8 +221,12 @@ def main() -> None:
     for side in sides[1:]:
         what = ("the browser elsewhere (ctui serve and its panel on this box)" if side == "remote"
                 else f"Chromium on this box too (priority {options.browser_priority})")
+        paired = statistics.median(a / b for a, b in zip(speeds[side], speeds["none"],
+                                                         strict=True))
         print(f"throughput with a browser panel / without, {what}: "
-              f"{statistics.median(speeds[side]) / none:.3f}")
+              f"{statistics.median(speeds[side]) / none:.3f}; median of the repetitions' "
+              f"ratios {paired:.3f}; ctui serve and its panel used a median "
+              f"{statistics.median(cpu[side]):.2f}% of one core")
     print(f"(target >= 0.97; {os.cpu_count()} CPU cores, task {options.task}, "
           f"{options.epochs} epochs, {options.repeats} repetitions)")
 
