@@ -62,9 +62,11 @@ class TrainingPanel(FittedStatic):
             rows.append(Text(f"{step.samples_per_second:,.0f} samples/s  "
                              f"wait {step.data_wait_fraction:.0%}  loss {step.loss:.4f}"))
         if settings is not None:
+            # three figures, trailing zeros kept: a decaying rate does not change the line's
+            # length (and the pane's height, where it wraps) from one epoch to the next
             lr = model.lr if model.lr is not None else settings.lr
             rows.append(Text(f"bs {settings.batch_size}  workers {settings.num_workers}  "
-                             f"{settings.device} {settings.precision}  lr {lr:.3g}"))
+                             f"{settings.device} {settings.precision}  lr {lr:#.3g}"))
         for line in rank_lines(model.ranks):  # a data-parallel job: its ranks
             rows.append(line)
         rows.append(self._checkpoint_line(model))

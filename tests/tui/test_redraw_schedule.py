@@ -265,3 +265,24 @@ def test_epochs_soon_after_a_plot_are_plotted_together_and_the_last_is_never_lef
             assert "5" in " ".join(strip.text for strip in plot.render_lines(
                 plot.content_region.reset_offset))
     asyncio.run(test())
+
+
+def test_a_decaying_learning_rate_keeps_the_training_panes_height(monkeypatch):
+    """`lr 4.6e-05` then `lr 3.22e-05`: one character more wrapped the line in a narrow pane
+    and back, every other epoch, each time a layout of the whole screen and a jumping pane."""
+    app, clock, painted = scheduled_app(monkeypatch)
+
+    async def test():
+        async with app.run_test(size=SMALL) as pilot:
+            await attached(pilot, app)
+            pane = app.query_one(TrainingPanel)
+            shown = []
+            for lr in (4.6e-05, 3.22e-05, 1.1e-05, 7.5e-06):
+                deliver(app, StepLogged(epoch=3, step=20, steps_in_epoch=23, lr=lr))
+                app.redraw(force=True)
+                await pilot.pause()
+                lines = [strip.text for strip in pane.render_lines(pane.outer_size.region)]
+                shown.append((flat(pane), sum(1 for line in lines if line.strip())))
+            assert len({count for _, count in shown}) == 1, shown  # the same lines drawn
+            assert "lr 4.60e-05" in shown[0][0] and "lr 3.22e-05" in shown[1][0]
+    asyncio.run(test())
