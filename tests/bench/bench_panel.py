@@ -30,7 +30,8 @@ CTUI = str(Path(sys.executable).with_name("ctui"))
 
 class Tmux:
     def __init__(self, width: int = 100, height: int = 30) -> None:
-        self.socket = f"ctui-bench-{os.getpid()}"
+        # a server of its own: one just killed may still hold a reused name
+        self.socket = f"ctui-bench-{os.getpid()}-{time.monotonic_ns()}"
         self.size = (str(width), str(height))
 
     def run(self, *args: str) -> str:
