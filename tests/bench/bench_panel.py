@@ -75,8 +75,8 @@ def epoch_speed(run_dir: Path) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of a set of processes (psutil), from start() to stop(): the panel's side of a
-    run, with the run host left out."""
+    """The CPU a set of processes (psutil) used from start() on, in percent of one core: the
+    panel's side of a run, with the run host left out."""
 
     def __init__(self, find) -> None:
         self._find = find  # () -> the processes to count now
@@ -98,7 +98,7 @@ class CpuMeter:
                 self._start[process.pid] = self._used(process)
 
     def sample(self) -> None:
-        """Call now and then: a process that exits before stop() keeps what it used."""
+        """Call now and then: a process that exits before the end keeps what it used."""
         import psutil
 
         for process in self._find():

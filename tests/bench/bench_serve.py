@@ -111,11 +111,14 @@ class RemoteBrowser:
                 reader.cancel()
 
     async def _read(self, socket) -> None:
+        title, tail = "Training · ".encode(), b""
         async for message in socket:
             self.frames += 1
-            if not self.drawn.is_set() and isinstance(message.data, bytes) \
-                    and "Training · ".encode() in message.data:
-                self.drawn.set()
+            if not self.drawn.is_set() and isinstance(message.data, bytes):
+                seen = tail + message.data  # the title may straddle two frames
+                if title in seen:
+                    self.drawn.set()
+                tail = seen[-len(title):]
 
     def close(self) -> None:
         if self._loop is not None and self._stop is not None:
