@@ -58,6 +58,14 @@ def scheduled_app(monkeypatch):
     return app, clock, painted
 
 
+async def drawn_afresh(pilot, app, painted: dict[str, int]) -> None:
+    """The recorded run on screen, everything drawn, and no repaint counted yet."""
+    await attached(pilot, app)
+    app.redraw(force=True)
+    await pilot.pause()
+    painted.clear()
+
+
 def deliver(app, *events) -> None:
     """The events as the reader thread delivers them, handled at once."""
     for event in events:
@@ -70,9 +78,7 @@ def test_progress_steps_and_checkpoints_wait_for_the_next_frame_then_show_togeth
 
     async def test():
         async with app.run_test(size=SMALL) as pilot:
-            await attached(pilot, app)
-            app.redraw(force=True)
-            painted.clear()
+            await drawn_afresh(pilot, app, painted)
             clock.now += 0.25
             deliver(app, Position(epoch=3, step=20, steps_in_epoch=23, samples_seen=1280,
                                   samples_in_epoch=1437),
@@ -97,9 +103,7 @@ def test_a_state_change_or_a_log_line_is_drawn_at_the_next_tick(monkeypatch):
 
     async def test():
         async with app.run_test(size=SMALL) as pilot:
-            await attached(pilot, app)
-            app.redraw(force=True)
-            painted.clear()
+            await drawn_afresh(pilot, app, painted)
             clock.now += 0.05  # just after a frame
             deliver(app, StateChanged(state=State.PAUSED))
             app.redraw()
@@ -120,9 +124,7 @@ def test_a_telemetry_sample_is_drawn_with_the_next_frame_and_only_the_gauges_rep
 
     async def test():
         async with app.run_test(size=SMALL) as pilot:
-            await attached(pilot, app)
-            app.redraw(force=True)
-            painted.clear()
+            await drawn_afresh(pilot, app, painted)
             sample = snapshot("no_gpu")
             busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
             clock.now += 0.1
@@ -143,10 +145,7 @@ def test_a_pane_is_not_repainted_with_what_it_already_shows(monkeypatch):
 
     async def test():
         async with app.run_test(size=SMALL) as pilot:
-            await attached(pilot, app)
-            app.redraw(force=True)
-            await pilot.pause()
-            painted.clear()
+            await drawn_afresh(pilot, app, painted)
             for _ in range(3):
                 clock.now += ROUTINE_SECONDS
                 app.redraw(force=True)
