@@ -81,9 +81,10 @@ TelemetryFactory = Callable[[Callable[[Snapshot], None]], Any]  # emit -> .start
 # The panel's own CPU time is taken from the training on the same cores, and each frame costs the
 # compositor, the terminal (or a browser's websocket) the same whatever it holds. So the figures
 # that change several times a second (progress, step figures, checkpoints, epochs, settings, the
-# gauges) are drawn together, in one frame at most this often; anything else (a state change, a
-# log line, an answer to a key, the program's output) at the next tick.
-ROUTINE_SECONDS = 0.5
+# gauges) are drawn together, in one frame at most this often: once a second, as the gauges are
+# sampled (and as nvidia-smi -l 1 or htop refresh). Anything else (a state change, a log line,
+# an answer to a key, the program's output) is drawn at the next tick.
+ROUTINE_SECONDS = 1.0
 ROUTINE_EVENTS = (Position, StepLogged, CheckpointSaved, EpochEnded, Settings)
 CLOCK_SECONDS = 1.0  # the training pane's clocks and the checkpoint's age
 

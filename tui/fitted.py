@@ -1,8 +1,8 @@
-"""A Static for panes redrawn several times a second.
+"""A Static for panes redrawn every second or more often.
 
 Static.update() asks for a layout of the whole screen on every call: every widget is arranged
 again and the whole screen repainted; and measuring a Rich renderable's height renders it once
-more. The training pane is redrawn twice a second while its height almost never changes, and
+more. The training pane is redrawn every second while its height almost never changes, and
 those layouts were half of the panel's CPU time, taken from the training on the same cores.
 
 A FittedStatic renders new Rich content (tables, groups) once, at its width, into lines of

@@ -33,6 +33,7 @@ from ctui.engine.events import (
 )
 from ctui.engine.runs import NEXT_FILE, read_next_settings
 from ctui.engine.telemetry import HostSampler
+from ctui.tui.app import ROUTINE_SECONDS
 from ctui.tui.confirm_screen import ChoiceScreen
 from ctui.tui.edit_screen import EditScreen
 from ctui.tui.host_panel import worker_count
@@ -110,9 +111,10 @@ def test_progress_and_eta_follow_positions_between_logged_steps():
     run(test)
 
 
-def test_the_bar_follows_each_position_on_its_own_within_a_second():
-    """Progress alone is redrawn at most twice a second (the panel's CPU is the training's):
-    the newest position of a burst still reaches the screen, without any other event."""
+def test_the_bar_follows_each_position_on_its_own_at_the_next_frame():
+    """Progress alone is redrawn at most once a frame (the panel's CPU is the training's): the
+    newest position of a burst still reaches the screen, at the next frame, without any other
+    event."""
     app, backend = make_app()
 
     async def test():
@@ -123,7 +125,7 @@ def test_the_bar_follows_each_position_on_its_own_within_a_second():
                 backend.connection.emit(Position(epoch=3, step=step, steps_in_epoch=23,
                                                  samples_seen=64 * step,
                                                  samples_in_epoch=1437))
-            await until(pilot, lambda: "step 22/23" in shown(), timeout=1.0)
+            await until(pilot, lambda: "step 22/23" in shown(), timeout=ROUTINE_SECONDS + 0.5)
     run(test)
 
 
@@ -144,7 +146,8 @@ def test_a_telemetry_sample_alone_updates_the_gauges():
             sample = snapshot("no_gpu")
             busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
             app.post_message(TelemetrySampled(busier))
-            await until(pilot, lambda: "7.25" in drawn(app.query_one("#host")), timeout=1.0)
+            await until(pilot, lambda: "7.25" in drawn(app.query_one("#host")),
+                        timeout=ROUTINE_SECONDS + 0.5)
     run(test)
 
 
