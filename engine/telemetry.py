@@ -238,8 +238,7 @@ class HostSampler:
     def _workers(self, pid: int) -> tuple[int | None, float | None, set[int] | None]:
         psutil = self._psutil
         try:
-            host = psutil.Process(pid)
-            children = host.children(recursive=True)
+            children = self._descendants(pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None, None, None
         run_pids = {pid} | {child.pid for child in children}
@@ -260,6 +259,24 @@ class HostSampler:
             cpu += percent
         self._watched = alive
         return count, cpu, run_pids
+
+    def _descendants(self, pid: int) -> list:
+        """The run's processes below the host, as psutil.Process (the ones already watched are
+        reused, so cpu_percent measures since the last sample)."""
+        psutil = self._psutil
+        pids = descendant_pids(pid)
+        if pids is None:  # no children lists: psutil reads every process's parent
+            return psutil.Process(pid).children(recursive=True)
+        children = []
+        for child in pids:
+            process = self._watched.get(child)
+            if process is None:
+                try:
+                    process = psutil.Process(child)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue  # gone since the list was read
+            children.append(process)
+        return children
 
     def _named_workers(self, children: list) -> set[int] | None:
         """The pids of the DataLoader workers by their name (PyTorch names each worker
@@ -282,6 +299,34 @@ class HostSampler:
         # With the forkserver start method, the server is the host's child and the workers
         # are the server's children (and share its command line).
         return "forkserver" in command and process.ppid() == host_pid
+
+
+def descendant_pids(pid: int, proc: str = "/proc") -> set[int] | None:
+    """The pids below `pid`, from the children list Linux keeps for each thread; None where
+    the kernel keeps none (or `pid` is gone). psutil's children() reads the parent of every
+    process on the machine instead: 1 ms a sample with 65 processes, more on a crowded server,
+    every second, on the training's cores; this reads only the run's own threads."""
+    if not os.path.isfile(f"{proc}/{pid}/task/{pid}/children"):
+        return None
+    found: set[int] = set()
+    parents = [pid]
+    while parents:
+        parent = parents.pop()
+        try:
+            threads = os.listdir(f"{proc}/{parent}/task")
+        except OSError:  # exited since its parent listed it
+            continue
+        for thread in threads:
+            try:
+                with open(f"{proc}/{parent}/task/{thread}/children", "rb") as listing:
+                    children = listing.read(1 << 20).split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    parents.append(child)
+    return found
 
 
 # ---------------------------------------------------------------- the thread

@@ -9,7 +9,11 @@ import threading
 import time
 from types import SimpleNamespace
 
-from ctui.engine.telemetry import GpuSampler, HostSampler, Snapshot, Telemetry
+import psutil
+import pytest
+
+from ctui.engine import telemetry
+from ctui.engine.telemetry import GpuSampler, HostSampler, Snapshot, Telemetry, descendant_pids
 
 MIB = 1024 * 1024
 
@@ -130,6 +134,64 @@ def test_host_reading_counts_the_runs_worker_processes():
         for worker in workers:
             worker.kill()
             worker.wait()
+
+
+# A worker that starts a process of its own and waits for it (a DataLoader worker's helper).
+PARENT = ("import subprocess, sys, time; "
+          "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)")
+
+
+def started_tree(count: int) -> tuple[list[subprocess.Popen], set[int]]:
+    """`count` children of this process, each with a child of its own; all their pids."""
+    parents = [subprocess.Popen([sys.executable, "-c", PARENT]) for _ in range(count)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = {child.pid for child in psutil.Process().children(recursive=True)}
+        if len(pids) >= 2 * count:
+            return parents, pids
+        time.sleep(0.05)
+    raise AssertionError("the grandchildren did not start")
+
+
+def stop(parents: list[subprocess.Popen]) -> None:
+    for parent in parents:
+        for child in psutil.Process(parent.pid).children():
+            child.kill()
+        parent.kill()
+        parent.wait()
+
+
+@pytest.mark.parametrize("children_lists", [True, False], ids=["proc children", "psutil scan"])
+def test_the_run_is_the_host_and_all_its_descendants(monkeypatch, children_lists):
+    """Grandchildren count as the run's (a worker's own helper process holds GPU memory too),
+    whether Linux's per-thread children lists are read or psutil scans every process."""
+    if not children_lists:
+        monkeypatch.setattr(telemetry, "descendant_pids", lambda pid: None)
+    parents, pids = started_tree(2)
+    try:
+        reading, run_pids = HostSampler().sample(os.getpid())
+        assert run_pids == {os.getpid(), *pids}
+        assert reading.workers == 4
+    finally:
+        stop(parents)
+
+
+def test_descendants_are_read_from_the_kernels_children_lists():
+    if not os.path.isfile(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        pytest.skip("this kernel keeps no per-thread children lists")
+    parents, pids = started_tree(3)
+    try:
+        assert descendant_pids(os.getpid()) == pids
+        (grandchild,) = psutil.Process(parents[0].pid).children()
+        assert descendant_pids(parents[0].pid) == {grandchild.pid}
+    finally:
+        stop(parents)
+
+
+def test_without_children_lists_the_descendants_are_unknown(tmp_path):
+    """A kernel without them (or a pid that is gone): None, so the sampler asks psutil."""
+    assert descendant_pids(os.getpid(), proc=str(tmp_path)) is None
+    assert descendant_pids(2**22 + 1) is None
 
 
 def test_telemetry_reports_from_its_own_thread_until_closed():
