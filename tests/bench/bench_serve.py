@@ -185,13 +185,23 @@ def first_frame_seconds(browser, workdir: Path, flags: list[str]) -> float:
         wait_until_ended(run_dir, timeout=120)
 
 
+def attached_sides(text: str) -> list[str]:
+    sides = text.split(",")
+    for side in sides:
+        if side not in ("remote", "chromium") or sides.count(side) > 1:
+            raise argparse.ArgumentTypeError(
+                f"{side!r}: the sides are remote and chromium, each once, comma-separated")
+    return sides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--task", default="digits")
-    parser.add_argument("--sides", default="remote,chromium",
-                        help="what is attached besides nothing: remote, chromium or both")
+    parser.add_argument("--sides", type=attached_sides, default="remote,chromium",
+                        help="what is attached besides nothing, comma-separated: remote, "
+                             "chromium (default: remote,chromium)")
     parser.add_argument("--browser-priority", choices=("low", "same"), default="low")
     options = parser.parse_args()
     if (why := why_no_browser()) is not None:
@@ -207,7 +217,7 @@ def main() -> None:
                   for _ in range(options.repeats)]
         print(f"first frame in the browser: median {statistics.median(frames):.2f}s "
               f"({', '.join(f'{s:.2f}' for s in frames)})")
-        sides = ["none", *options.sides.split(",")]
+        sides = ["none", *options.sides]
         speeds: dict[str, list[float]] = {side: [] for side in sides}
         cpu: dict[str, list[float]] = {side: [] for side in sides}
         for repeat in range(options.repeats):  # rotating order, so drift hits every side alike
