@@ -121,6 +121,8 @@ class CtuiApp(ProgramRunMixin, App[None]):
             TelemetrySampled(snapshot)))
         self.clock = clock
         self.redraw_seconds = redraw_seconds
+        # Gauges read more often than once a second are drawn as often (CTUI_SAMPLE_SECONDS).
+        self.routine_seconds = min(ROUTINE_SECONDS, sample_seconds)
         self.monotonic = time.monotonic  # the redraw schedule's clock (tests set their own)
         self.model = RunModel()
         self.current_run: RunInfo | None = None
@@ -129,7 +131,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         self._reader: EventReader | None = None
         self._generation = 0
         self._dirty = True  # redraw at the next tick
-        self._routine_dirty = False  # redraw at the next tick ROUTINE_SECONDS after the last
+        self._routine_dirty = False  # redraw at the next tick routine_seconds after the last
         self._drawn = 0.0  # time.monotonic() of the last redraw
         self._opening = False  # a start or attach is under way
         self._tune_asked = False  # this panel sent Tune on this connection: offer its result
@@ -172,7 +174,7 @@ class CtuiApp(ProgramRunMixin, App[None]):
         pane is repainted only when what it shows changed)."""
         now = self.monotonic()
         since = now - self._drawn
-        if not (force or self._dirty or (self._routine_dirty and since >= ROUTINE_SECONDS)):
+        if not (force or self._dirty or (self._routine_dirty and since >= self.routine_seconds)):
             if since >= CLOCK_SECONDS:  # nothing new: the clocks move on
                 self._drawn = now
                 with suppress(NoMatches):

@@ -41,7 +41,7 @@ class Clock:
         return self.now
 
 
-def scheduled_app(monkeypatch):
+def scheduled_app(monkeypatch, **kwargs):
     """An app whose redraw timer never fires (the test calls redraw() at the times it sets),
     and counts of each pane's repaints."""
     clock = Clock()
@@ -53,7 +53,7 @@ def scheduled_app(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(FittedStatic, "update", update)
-    app, backend = make_app(redraw_seconds=3600)
+    app, backend = make_app(redraw_seconds=3600, **kwargs)
     app.monotonic = clock
     return app, clock, painted
 
@@ -130,13 +130,30 @@ def test_a_telemetry_sample_is_drawn_with_the_next_frame_and_only_the_gauges_rep
             clock.now += 0.1
             app.on_telemetry_sampled(TelemetrySampled(busier))
             app.redraw()
-            assert painted == {}  # the next frame is half a second after the last
+            assert painted == {}  # the next frame is a second after the last
             clock.now += ROUTINE_SECONDS
             app.redraw()
             await pilot.pause()
             assert "7.25" in flat(app.query_one(HostPanel))
             # the host pane changed; the training pane and the GPU pane show the same as before
             assert painted == {"HostPanel": 1}
+    asyncio.run(test())
+
+
+def test_gauges_read_more_often_than_once_a_second_are_drawn_as_often(monkeypatch):
+    """CTUI_SAMPLE_SECONDS=0.25 asks for gauges four times a second: the frames follow."""
+    app, clock, painted = scheduled_app(monkeypatch, sample_seconds=0.25)
+
+    async def test():
+        async with app.run_test(size=SMALL) as pilot:
+            await drawn_afresh(pilot, app, painted)
+            sample = snapshot("no_gpu")
+            busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
+            clock.now += 0.25
+            app.on_telemetry_sampled(TelemetrySampled(busier))
+            app.redraw()
+            await pilot.pause()
+            assert "7.25" in flat(app.query_one(HostPanel))
     asyncio.run(test())
 
 
