@@ -144,7 +144,7 @@ class TrainingPanel(FittedStatic):
 
 def rows_of(rows: list[Text], **how) -> Group:
     """One line (or wrapped lines) per Text: what a one-column Table.grid drew, at a fifth of
-    its cost (a table measures every cell before rendering it; the pane is drawn twice a
+    its cost (a table measures every cell before rendering it; the pane is drawn every
     second)."""
     for row in rows:
         for name, value in how.items():
