@@ -348,13 +348,8 @@ def test_only_dataloader_worker_processes_count_as_workers():
                 child(13, "python"), child(14, "compile_worker")]
     sampler = HostSampler.__new__(HostSampler)
     sampler._psutil, sampler._watched = psutil, {}
-    host = SimpleNamespace(children=lambda recursive: children)
-    original = psutil.Process
-    psutil.Process = lambda pid: host
-    try:
-        count, cpu, pids = sampler._workers(1)
-    finally:
-        psutil.Process = original
+    sampler._descendants = lambda pid: children
+    count, cpu, pids = sampler._workers(1)
     assert (count, cpu) == (2, 20.0) and pids == {1, 11, 12, 13, 14}
 
 
