@@ -100,6 +100,13 @@ class Launch:
     build_config: Callable[[], tuple[RunConfig, str | None]] | None = None  # ...(may load torch)
     resume: str | None = None  # start: "latest" or a checkpoint file
     start_program: Callable[[], RunInfo] | None = None  # run: starts `ctui run`'s host
+    # auto with nothing live: wait for `s` rather than start a run (a browser tab: opening a
+    # URL, a reload or a phone's visit must not start training on the box)
+    start_on_request: bool = False
+
+
+class NothingLive(Exception):
+    """No live run to attach to, and this panel starts one only when asked."""
 
 
 class CtuiApp(ProgramRunMixin, App[None]):
@@ -277,6 +284,9 @@ class CtuiApp(ProgramRunMixin, App[None]):
                 self.exit()
                 return
             await self.attach(run)
+        except NothingLive as nothing:
+            self.model.waiting = "No run is training.\ns starts a new one.\nl lists the runs."
+            self.say(str(nothing), toast=False)
         except Exception as error:  # a host that cannot start: say why, keep the panel usable
             self.say(f"could not open a run: {first_line(error)}", "error")
         finally:
@@ -320,6 +330,9 @@ class CtuiApp(ProgramRunMixin, App[None]):
                 return started
             if answer != "new":
                 return None
+        elif launch.start_on_request:
+            raise NothingLive(f"No run is training in {launch.runs_dir}. s starts a new one; "
+                              "l lists the runs and compares them.")
         return await self._start(RunConfig(runs_dir=str(launch.runs_dir)), None)
 
     async def _start(self, config: RunConfig, resume: str | None) -> RunInfo:

@@ -54,6 +54,7 @@ class RunModel:
     run_dir: str = ""
     connected: bool = False
     state: str = ""  # "" until the first StateChanged: nothing attached yet
+    waiting: str = ""  # nothing attached, and what the panel waits for (a key to start one)
     reason: str = ""
     settings: Settings | None = None
     step: StepLogged | None = None  # the latest logged figures (loss, speed, lr)

@@ -41,8 +41,8 @@ class TrainingPanel(FittedStatic):
         if model.program_run:
             return self._render_program(model)
         if not model.state:
-            return Text("Connecting to the run…" if model.name else "Looking for runs…",
-                        style="dim")
+            return Text(model.waiting or ("Connecting to the run…" if model.name
+                                          else "Looking for runs…"), style="dim")
         settings, step, at = model.settings, model.step, model.at
         width = max(self.content_size.width, 20)
         rows: list[Text] = []

@@ -122,3 +122,19 @@ def test_stopping_the_server_ends_its_panels_not_the_run(served, context, tmp_pa
     assert not (served.run_dir / "end.json").exists()
     listing = ctui("ls", "--runs-dir", str(served.run_dir.parent))
     assert served.run_dir.name in listing.stdout and "live" in listing.stdout
+
+
+def test_a_tab_on_a_folder_with_no_live_run_starts_no_training(context, tmp_path):
+    """Opening the URL (or reloading, or a second tab) where nothing is training must not start
+    a run on the box: the panel says how to start one, and two tabs leave the folder empty."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    server = Serve(runs, tmp_path / "serve.log")
+    try:
+        first = open_panel(context, server.url)
+        first.wait_for("No run is training.", timeout=60)
+        second = open_panel(context, server.base)
+        second.wait_for("No run is training.", timeout=60)
+        assert list(runs.iterdir()) == []
+    finally:
+        server.close()

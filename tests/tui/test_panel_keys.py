@@ -27,6 +27,7 @@ from ctui.engine.events import (
     TuneReport,
 )
 from ctui.engine.host.registry import RunInfo
+from ctui.tui.app import Launch
 from ctui.tui.confirm_screen import ChoiceScreen
 from ctui.tui.edit_screen import EditScreen
 from ctui.tui.epoch_table import EpochTable
@@ -62,6 +63,40 @@ def test_attaches_to_the_only_live_run_and_shows_its_history():
             assert app.query_one(EpochTable).row_count == 2  # epochs 1 and 2 of the recording
             assert "step 15/23" in shown(app.query_one("#training"))
             assert backend.started == []
+    run(test)
+
+
+def test_with_nothing_live_the_panel_starts_a_run():
+    """`ctui` in a folder with no run: the quick start, training begins."""
+    app, backend = make_app(runs=[])
+
+    async def test():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(backend.started) == 1)
+            await until(pilot, lambda: app.current_run is not None)
+    run(test)
+
+
+def test_a_browser_tab_with_nothing_live_waits_for_s_to_start_a_run():
+    """A tab of `ctui serve` (opening the URL, a reload, a phone, a second tab) never starts
+    training by itself: it says how to start one, and s does."""
+    finished = dataclasses.replace(live_run(), status="finished")
+    app, backend = make_app(runs=[finished], launch=Launch(
+        mode="auto", runs_dir=Path("runs"), start_on_request=True))
+
+    async def test():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "s starts a new one" in log_text(app))
+            assert backend.started == [] and app.current_run is None
+            app.redraw(force=True)
+            await pilot.pause()
+            pane = shown(app.query_one("#training"))
+            assert "No run is training." in pane and "s starts a new one." in pane
+            assert app.is_running  # the panel stays, for l (the runs) or s
+            await pilot.press("s")
+            await until(pilot, lambda: len(backend.connections) == 1)
+            config, resume = backend.started[0]
+            assert resume is None and config.runs_dir == "runs"
     run(test)
 
 

@@ -1,6 +1,7 @@
 """One browser session's panel: what `ctui serve` runs per tab (textual-serve's web driver on
 stdin and stdout). The same panel as `ctui`: it attaches to the live run in the runs folder,
-a picker when there are several, or offers to resume or start one."""
+a picker when there are several, or offers to resume an interrupted one; with none of those it
+waits for `s` to start a run (opening the URL, reloading or a second tab starts no training)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..app import CtuiApp, Launch
 
     defer_to_training()  # inherited from `ctui serve` already; said here for a session alone
-    app = CtuiApp(Launch(mode="auto", runs_dir=Path(options.runs_dir)), sample_seconds=sample)
+    launch = Launch(mode="auto", runs_dir=Path(options.runs_dir), start_on_request=True)
+    app = CtuiApp(launch, sample_seconds=sample)
     try:
         app.run()  # stdout is the browser's channel: nothing else may be printed to it
     finally:
