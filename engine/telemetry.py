@@ -253,6 +253,8 @@ class HostSampler:
                         self._is_helper(process, pid):
                     continue
                 percent = process.cpu_percent(None)  # 0.0 the first time a process is seen
+                if child.pid not in self._watched:
+                    percent = lifetime_percent(process)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             count += 1
@@ -261,22 +263,7 @@ class HostSampler:
         return count, cpu, run_pids
 
     def _descendants(self, pid: int) -> list:
-        """The run's processes below the host, as psutil.Process (the ones already watched are
-        reused, so cpu_percent measures since the last sample)."""
-        psutil = self._psutil
-        pids = descendant_pids(pid)
-        if pids is None:  # no children lists: psutil reads every process's parent
-            return psutil.Process(pid).children(recursive=True)
-        children = []
-        for child in pids:
-            process = self._watched.get(child)
-            if process is None:
-                try:
-                    process = psutil.Process(child)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue  # gone since the list was read
-            children.append(process)
-        return children
+        return descendant_processes(pid, self._watched)
 
     def _named_workers(self, children: list) -> set[int] | None:
         """The pids of the DataLoader workers by their name (PyTorch names each worker
@@ -299,6 +286,35 @@ class HostSampler:
         # With the forkserver start method, the server is the host's child and the workers
         # are the server's children (and share its command line).
         return "forkserver" in command and process.ppid() == host_pid
+
+
+def descendant_processes(pid: int, known: dict[int, Any]) -> list:
+    """The processes below `pid` as psutil.Process; those in `known` (pid -> Process, from the
+    last sample) are reused, so their cpu_percent measures since then."""
+    import psutil
+
+    pids = descendant_pids(pid)
+    if pids is None:  # no children lists: psutil reads every process's parent
+        return psutil.Process(pid).children(recursive=True)
+    children = []
+    for child in pids:
+        process = known.get(child)
+        if process is None:
+            try:
+                process = psutil.Process(child)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # gone since the list was read
+        children.append(process)
+    return children
+
+
+def lifetime_percent(process: Any) -> float:
+    """A process's CPU since it started, in % of one core. For a worker seen for the first time:
+    a DataLoader without persistent_workers (PyTorch's default) starts new workers every epoch,
+    and with epochs shorter than a sample each would otherwise always show 0%."""
+    times = process.cpu_times()
+    age = time.time() - process.create_time()
+    return 100.0 * (times.user + times.system) / age if age > 0.01 else 0.0
 
 
 def descendant_pids(pid: int, proc: str = "/proc") -> set[int] | None:

@@ -1,8 +1,10 @@
 """The supervised program's processes: CPU, RAM and GPU memory of each, for the process panel.
 
 psutil for CPU and RSS (each process object kept between samples, so cpu_percent measures the
-interval); NVML for GPU memory per process, where the driver tells (a container may hide other
-processes' memory: then None, never an error). Torch-free.
+interval; a process seen for the first time shows its CPU since it started); the tree from
+Linux's per-thread children lists, not a scan of every process on the machine; NVML for GPU
+memory per process, where the driver tells (a container may hide other processes' memory: then
+None, never an error). Torch-free.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from ..telemetry import MIB
+from ..telemetry import MIB, descendant_processes, lifetime_percent
 
 MAX_ROWS = 64  # a program with more processes shows its 64 largest
 
@@ -38,7 +40,7 @@ class ProcessSampler:
     def sample(self, root_pid: int) -> tuple[tuple[int, str, float, float, float | None], ...]:
         try:
             root = self._processes.get(root_pid) or psutil.Process(root_pid)
-            tree = [root, *root.children(recursive=True)]
+            tree = [root, *descendant_processes(root_pid, self._processes)]
         except psutil.Error:
             self._processes = {}
             return ()
@@ -49,6 +51,8 @@ class ProcessSampler:
             try:
                 with process.oneshot():
                     cpu = process.cpu_percent(None)  # 0.0 the first time a process is seen
+                    if process.pid not in self._processes:  # a worker of one short epoch
+                        cpu = lifetime_percent(process)
                     rss = process.memory_info().rss / MIB
                     name = process.name()
             except psutil.Error:

@@ -347,7 +347,8 @@ def test_only_dataloader_worker_processes_count_as_workers():
     children = [child(11, "pt_data_worker"), child(12, "pt_data_worker"),
                 child(13, "python"), child(14, "compile_worker")]
     sampler = HostSampler.__new__(HostSampler)
-    sampler._psutil, sampler._watched = psutil, {}
+    sampler._psutil = psutil
+    sampler._watched = {process.pid: process for process in children}  # seen by a last sample
     sampler._descendants = lambda pid: children
     count, cpu, pids = sampler._workers(1)
     assert (count, cpu) == (2, 20.0) and pids == {1, 11, 12, 13, 14}

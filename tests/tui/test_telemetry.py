@@ -176,6 +176,43 @@ def test_the_run_is_the_host_and_all_its_descendants(monkeypatch, children_lists
         stop(parents)
 
 
+WORKED = ("import sys, time\nstart = time.process_time()\n"
+          "while time.process_time() - start < 0.2: pass\n"
+          "print('worked', flush=True); time.sleep(30)")
+
+
+def test_a_worker_seen_for_the_first_time_shows_the_cpu_it_has_used():
+    """Workers of a DataLoader without persistent_workers live one epoch: each sample may see
+    only new ones, so a first sight must not read 0% for a worker that has been working."""
+    worker = subprocess.Popen([sys.executable, "-c", WORKED], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "worked"
+        reading, _ = HostSampler().sample(os.getpid())
+        assert reading.workers == 1 and reading.workers_cpu_percent > 0
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_programs_process_panel_shows_every_descendant_and_new_ones_cpu():
+    """`ctui run`'s process panel: the program's grandchildren are rows too, and a process seen
+    for the first time shows the CPU it has used, not 0%."""
+    from ctui.engine.program.process_tree import ProcessSampler
+
+    parents, pids = started_tree(1)
+    worker = subprocess.Popen([sys.executable, "-c", WORKED], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "worked"
+        rows = ProcessSampler(nvml=object()).sample(os.getpid())  # a stand-in: no NVML
+        cpu = {pid: percent for pid, _, percent, _, _ in rows}
+        assert set(cpu) == {os.getpid(), worker.pid, *pids}
+        assert cpu[worker.pid] > 0
+    finally:
+        worker.kill()
+        worker.wait()
+        stop(parents)
+
+
 def test_descendants_are_read_from_the_kernels_children_lists():
     if not os.path.isfile(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
         pytest.skip("this kernel keeps no per-thread children lists")
