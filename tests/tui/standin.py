@@ -136,6 +136,14 @@ def snapshot(name: str) -> Snapshot:
     return Snapshot.from_dict(json.loads((DATA / f"{name}.json").read_text()))
 
 
+def busier_snapshot(name: str = "no_gpu") -> Snapshot:
+    """The recorded sample with a load average of 7.25 (no recording has it): on screen, this
+    newer sample rather than the recorded one."""
+    sample = snapshot(name)
+    return dataclasses.replace(sample, host=dataclasses.replace(
+        sample.host, load_average=(7.25, 0.5, 0.25)))
+
+
 class ScriptedConnection:
     """events(): the script, then whatever the reactions emit, until close()."""
 

@@ -132,9 +132,7 @@ def test_the_bar_follows_each_position_on_its_own_at_the_next_frame():
 def test_a_telemetry_sample_alone_updates_the_gauges():
     """Samples redraw only the GPU and host panes (the rest has not changed): they must still
     show each new sample, with no run event in between."""
-    from dataclasses import replace
-
-    from standin import snapshot
+    from standin import busier_snapshot
 
     from ctui.tui.messages import TelemetrySampled
 
@@ -143,8 +141,7 @@ def test_a_telemetry_sample_alone_updates_the_gauges():
     async def test():
         async with app.run_test(size=SMALL) as pilot:
             await attached(pilot, app)
-            sample = snapshot("no_gpu")
-            busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
+            busier = busier_snapshot()
             app.post_message(TelemetrySampled(busier))
             await until(pilot, lambda: "7.25" in drawn(app.query_one("#host")),
                         timeout=ROUTINE_SECONDS + 0.5)

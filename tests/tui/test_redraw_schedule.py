@@ -7,10 +7,9 @@ the same cores pays for."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from conftest import attached, make_app
-from standin import snapshot
+from standin import busier_snapshot
 
 from ctui.engine.events import (
     CheckpointSaved,
@@ -125,8 +124,7 @@ def test_a_telemetry_sample_is_drawn_with_the_next_frame_and_only_the_gauges_rep
     async def test():
         async with app.run_test(size=SMALL) as pilot:
             await drawn_afresh(pilot, app, painted)
-            sample = snapshot("no_gpu")
-            busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
+            busier = busier_snapshot()
             clock.now += 0.1
             app.on_telemetry_sampled(TelemetrySampled(busier))
             app.redraw()
@@ -147,8 +145,7 @@ def test_gauges_read_more_often_than_once_a_second_are_drawn_as_often(monkeypatc
     async def test():
         async with app.run_test(size=SMALL) as pilot:
             await drawn_afresh(pilot, app, painted)
-            sample = snapshot("no_gpu")
-            busier = replace(sample, host=replace(sample.host, load_average=(7.25, 0.5, 0.25)))
+            busier = busier_snapshot()
             clock.now += 0.25
             app.on_telemetry_sampled(TelemetrySampled(busier))
             app.redraw()
